@@ -1,0 +1,14 @@
+"""yuzu-onnx: rewrite ONNX sequence models into fast, exact in silico saturation mutagenesis."""
+
+__version__ = "0.1.0"
+
+from .analyze import ConversionWarning  # noqa: E402
+from .convert import convert, plan_conversion  # noqa: E402
+from .errors import InputValidationError, ModelLoadError, UnsupportedModelError, YuzuError  # noqa: E402
+from .oracle import naive_ism  # noqa: E402
+from .runtime import run_ism  # noqa: E402
+
+__all__ = [
+    "convert", "plan_conversion", "naive_ism", "run_ism", "ConversionWarning",
+    "YuzuError", "ModelLoadError", "UnsupportedModelError", "InputValidationError",
+]

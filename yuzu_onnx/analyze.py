@@ -1,0 +1,384 @@
+"""Pass 3, analyze: propagate support intervals through the graph and choose a rule per node.
+
+Representations of a sequence-dependent tensor ``t`` with logical shape ``(N, *dims)``:
+
+- ``SeqState`` (delta, probe form): a tensor ``Z`` of shape ``(N, P, *dims)``. Probe ``p`` at
+  sequence position ``j`` holds the delta (mutant minus reference) of the unique mutant ``m``
+  with ``m mod P == p`` among those that reach ``j``, or zero. Unique because at most
+  ``K <= P`` consecutive mutants reach any position. The reference ``R`` is the original
+  tensor, computed by the untouched original graph.
+- ``MutState`` (materialized): the tensor evaluated on every mutant, batch ``N * M``.
+- ``FlatState``: a flattened ``SeqState`` awaiting its dense layer (the dense exit).
+
+Rules (``NodePlan.rule``): ``reference`` (not sequence dependent), ``elementwise``,
+``window`` (Conv/pool on probes), ``flatten`` + ``dense-exit``, ``per-mutant`` (run the original
+node on materialized mutants; a ``fallback`` when its input had to be materialized).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .canonicalize import TensorInfo
+from .errors import UnsupportedModelError
+from .load import SequenceInput
+from .ops import (BINARY_ELEMENTWISE, LINEAR_WINDOW_OPS, UNARY_ELEMENTWISE, WINDOW_OPS, attr,
+                  conv_flops, prod, window_1d)
+from .support import Support
+
+
+class ConversionWarning(UserWarning):
+    """An op is not accelerated and runs on materialized mutants (exact, but slow)."""
+
+
+@dataclass
+class SeqState:
+    support: Support
+    seq_axis: int
+    dims: tuple[int, ...]  # logical shape without the batch axis
+    slots: int  # K
+    probes: int = 0  # P, assigned after supports are known
+
+
+@dataclass
+class MutState:
+    pass
+
+
+@dataclass
+class FlatState:
+    source: str  # the SeqState tensor that was flattened
+
+
+@dataclass
+class NodePlan:
+    node: onnx.NodeProto
+    rule: str
+    probes: int = 0  # P of the sequence-dependent output (probe-form rules)
+    sensing: str = "spike"
+    materialize: list[str] = field(default_factory=list)
+    naive_flops: int = 0
+    converted_flops: int = 0
+    floor_flops: int = 0
+    width: int = 0  # support width (positions) of the output
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    """Everything the emit pass needs, computed without running the model."""
+
+    model: onnx.ModelProto
+    infos: dict[str, TensorInfo]
+    seq: SequenceInput
+    start: int
+    end: int
+    substitutions: str  # "alt" or "all"
+    sensing: str
+    alpha: float
+    seed: int
+    states: dict[str, object]
+    nodes: list[NodePlan]
+    outputs: list[str]
+    reference_flops: int = 0
+
+    @property
+    def subs(self) -> int:
+        """``S``: substitutions computed per position."""
+        return self.seq.alphabet - 1 if self.substitutions == "alt" else self.seq.alphabet
+
+    @property
+    def region(self) -> int:
+        return self.end - self.start
+
+    @property
+    def mutants(self) -> int:
+        """``M``: mutants per sequence."""
+        return self.subs * self.region
+
+    def totals(self) -> dict[str, int]:
+        """Summed FLOPs: naive ISM, converted graph (incl. the reference pass), floor."""
+        naive = sum(n.naive_flops for n in self.nodes) + self.reference_flops
+        conv = sum(n.converted_flops for n in self.nodes) + self.reference_flops
+        floor = sum(n.floor_flops for n in self.nodes) + self.reference_flops
+        return {"naive": naive, "converted": conv, "floor": floor}
+
+
+def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceInput, *,
+            start: int, end: int, substitutions: str, sensing: str, alpha: float,
+            seed: int) -> Plan:
+    """Choose a rule for each node of a canonical model and size every probe tensor.
+
+    Emits a :class:`ConversionWarning` for each op that falls back to materialized mutants.
+    """
+    plan = Plan(model, infos, seq, start, end, substitutions, sensing, alpha, seed,
+                states={}, nodes=[], outputs=[o.name for o in model.graph.output])
+    _Analyzer(plan).run()
+    return plan
+
+
+class _Analyzer:
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.graph = plan.model.graph
+        self.inits = {t.name: t for t in self.graph.initializer}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.output_names = set(plan.outputs)
+
+    # ---------------------------------------------------------------- helpers
+    def shape(self, name: str) -> list[int | None] | None:
+        info = self.plan.infos.get(name)
+        return None if info is None else info.shape
+
+    def const(self, name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+
+    def seq_state(self, support: Support, seq_axis: int, dims) -> SeqState:
+        return SeqState(support, seq_axis, tuple(int(d) for d in dims), support.slots(self.plan.subs))
+
+    # ---------------------------------------------------------------- main walk
+    def run(self) -> None:
+        plan = self.plan
+        seq = plan.seq
+        dims = (seq.alphabet, seq.length) if seq.layout == "NCL" else (seq.length, seq.alphabet)
+        plan.states[seq.name] = self.seq_state(Support.for_input(seq.length, plan.start, plan.end),
+                                               seq.seq_axis, dims)
+        for node in self.graph.node:
+            plan.nodes.append(self.plan_node(node))
+        self.assign_probes()
+        self.count_flops()
+        for np_ in plan.nodes:
+            if np_.rule == "fallback":
+                warnings.warn(f"{np_.node.op_type} node {np_.node.name!r} is not accelerated: {np_.note}; "
+                              "it runs exactly on materialized mutants (slow)", ConversionWarning,
+                              stacklevel=3)
+
+    def plan_node(self, node: onnx.NodeProto) -> NodePlan:
+        states = self.plan.states
+        dep = [n for n in node.input if n in states]
+        if not dep:
+            return NodePlan(node, "reference")
+        kinds = {type(states[n]) for n in dep}
+        if kinds == {SeqState}:
+            plan = self.try_probe_rule(node, dep)
+            if plan is not None:
+                return plan
+        if kinds == {FlatState} and node.op_type in ("Gemm", "MatMul"):
+            states[node.output[0]] = MutState()
+            return NodePlan(node, "dense-exit")
+        return self.per_mutant(node, dep)
+
+    def per_mutant(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan:
+        states = self.plan.states
+        mat = [n for n in dep if isinstance(states[n], SeqState)]
+        flat = [n for n in dep if isinstance(states[n], FlatState)]
+        if flat:  # a flatten whose consumer is not a dense layer: it cannot stay deferred
+            raise AssertionError("flatten planned as deferred but has a non-dense consumer")
+        for out in node.output:
+            if out:
+                states[out] = MutState()
+        if mat:
+            reason = self.unsupported_reason(node)
+            return NodePlan(node, "fallback", materialize=mat, note=reason)
+        return NodePlan(node, "per-mutant")
+
+    # ---------------------------------------------------------------- probe-form rules
+    def try_probe_rule(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        op = node.op_type
+        if op in UNARY_ELEMENTWISE or op in BINARY_ELEMENTWISE or op == "BatchNormalization":
+            return self.elementwise(node, dep)
+        if op in WINDOW_OPS:
+            return self.window(node, dep)
+        if op in ("Flatten", "Reshape"):
+            return self.flatten(node, dep)
+        return None
+
+    def unsupported_reason(self, node: onnx.NodeProto) -> str:
+        op = node.op_type
+        if op in WINDOW_OPS:
+            return "only 1-D windows over the last (sequence) axis with constant weights are accelerated"
+        if op in ("Flatten", "Reshape"):
+            return "a flatten is accelerated only when all its consumers are dense layers (Gemm/MatMul)"
+        if op in UNARY_ELEMENTWISE or op in BINARY_ELEMENTWISE:
+            return "its inputs broadcast along the sequence or batch axis"
+        return f"no delta rule for {op}"
+
+    def elementwise(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        states = self.plan.states
+        out = node.output[0]
+        out_shape = self.shape(out)
+        if len([o for o in node.output if o]) != 1 or out_shape is None:
+            return None
+        if node.op_type == "BatchNormalization" and any(i not in self.inits for i in node.input[1:]):
+            return None
+        first: SeqState = states[dep[0]]
+        support = first.support
+        for name in dep:
+            st: SeqState = states[name]
+            if st.dims != first.dims or st.seq_axis != first.seq_axis:
+                return None
+            support = support.union(st.support)
+        if list(out_shape[1:]) != list(first.dims):
+            return None
+        for name in node.input:
+            if name and name not in dep:
+                if name not in self.inits:
+                    return None  # a sequence-independent tensor computed in-graph; keep it simple
+                cshape = self.shape(name) or []
+                if len(cshape) > len(first.dims) + 1 or (len(cshape) == len(first.dims) + 1 and cshape[0] != 1):
+                    return None
+        states[out] = self.seq_state(support, first.seq_axis, first.dims)
+        return NodePlan(node, "elementwise", width=support.max_width)
+
+    def window(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        states = self.plan.states
+        x = node.input[0]
+        if dep != [x] or len([o for o in node.output if o]) != 1:
+            return None
+        st: SeqState = states[x]
+        out_shape = self.shape(node.output[0])
+        if len(st.dims) != 2 or st.seq_axis != 2 or out_shape is None or len(out_shape) != 3:
+            return None
+        if any(d is None for d in out_shape[1:]):
+            return None
+        kernel = attr(node, "kernel_shape")
+        if node.op_type == "Conv":
+            w = self.shape(node.input[1])
+            if node.input[1] not in self.inits or w is None:
+                return None
+            kernel = [w[2]]
+        if not kernel or len(kernel) != 1:
+            return None
+        win = window_1d(node, st.dims[1], out_shape[2], int(kernel[0]))
+        support = st.support.through_window(out_shape[2], win.stride, win.pad_begin, win.dilation, win.kernel)
+        states[node.output[0]] = self.seq_state(support, 2, out_shape[1:])
+        sensing = self.plan.sensing if node.op_type == "Conv" else "spike"
+        return NodePlan(node, "window", sensing=sensing, width=support.max_width)
+
+    def flatten(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        states = self.plan.states
+        x = node.input[0]
+        st: SeqState = states[x]
+        out = node.output[0]
+        out_shape = self.shape(out)
+        if dep != [x] or out_shape is None or len(out_shape) != 2 or out_shape[1] != prod(st.dims):
+            return None
+        if node.op_type == "Flatten" and attr(node, "axis", 1) != 1:
+            return None
+        if out in self.output_names:
+            return None
+        users = self.consumers.get(out, [])
+        if not users or not all(self.is_dense(u, out) for u in users):
+            return None
+        states[out] = FlatState(x)
+        return NodePlan(node, "flatten", width=st.support.max_width)
+
+    def is_dense(self, node: onnx.NodeProto, flat: str) -> bool:
+        if not node.input or node.input[0] != flat or flat in node.input[1:]:
+            return False
+        if node.op_type == "Gemm":
+            return attr(node, "transA", 0) == 0 and node.input[1] in self.inits
+        if node.op_type == "MatMul":
+            w = self.shape(node.input[1])
+            return node.input[1] in self.inits and w is not None and len(w) == 2
+        return False
+
+    # ---------------------------------------------------------------- probe counts
+    def assign_probes(self) -> None:
+        plan = self.plan
+        states = plan.states
+        states[plan.seq.name].probes = plan.subs
+        for np_ in plan.nodes:
+            node = np_.node
+            out = node.output[0] if node.output else None
+            st = states.get(out)
+            if not isinstance(st, SeqState):
+                continue
+            p_in = max(states[n].probes for n in node.input if isinstance(states.get(n), SeqState))
+            if np_.rule == "elementwise":
+                st.probes = max(p_in, max(st.slots, 1))
+            elif np_.rule == "window":
+                if np_.sensing == "gaussian":
+                    need = max(math.ceil(plan.alpha * st.slots), self.lookahead_slots(out))
+                    st.probes = max(need, 1)
+                elif p_in >= st.slots:
+                    st.probes = p_in
+                else:
+                    st.probes = self.round_to_multiple(p_in, max(self.lookahead_slots(out), 1))
+            np_.probes = st.probes
+
+    def lookahead_slots(self, name: str) -> int:
+        """Largest K over the chain of cheap ops (activations, pools) that follows ``name``."""
+        states = self.plan.states
+        k = states[name].slots
+        by_node = {id(n.node): n for n in self.plan.nodes}
+        while True:
+            users = self.consumers.get(name, [])
+            if len(users) != 1 or name in self.output_names:
+                return k
+            user = by_node[id(users[0])]
+            if user.rule not in ("elementwise", "window") or user.node.op_type == "Conv":
+                return k
+            if [n for n in user.node.input if n in states] != [name]:
+                return k
+            name = user.node.output[0]
+            k = max(k, states[name].slots)
+
+    @staticmethod
+    def round_to_multiple(p_in: int, need: int) -> int:
+        """Prefer a multiple of ``p_in`` (cheap reprobe by masking) when it costs <= 10% more."""
+        multiple = p_in * math.ceil(need / p_in)
+        return multiple if multiple <= 1.1 * need else need
+
+    # ---------------------------------------------------------------- FLOPs
+    def count_flops(self) -> None:
+        plan = self.plan
+        states = plan.states
+        m = plan.mutants
+        s = plan.subs
+        for np_ in plan.nodes:
+            node = np_.node
+            per_seq = self.node_flops(node)
+            if np_.rule == "reference":
+                plan.reference_flops += per_seq
+                continue
+            plan.reference_flops += per_seq
+            np_.naive_flops = m * per_seq
+            if np_.rule in ("per-mutant", "fallback"):
+                np_.converted_flops = np_.floor_flops = m * per_seq
+            elif np_.rule == "window" and node.op_type == "Conv":
+                out = states[node.output[0]]
+                per_position = per_seq // max(out.dims[1], 1)
+                np_.floor_flops = int(s * out.support.widths.sum()) * per_position
+                np_.converted_flops = out.probes * per_seq
+                if np_.sensing == "gaussian":
+                    cin = states[node.input[0]].dims
+                    np_.converted_flops += 2 * out.probes ** 2 * prod(cin) + 2 * out.probes * out.slots * prod(out.dims)
+            elif np_.rule == "dense-exit":
+                src = states[states[node.input[0]].source]
+                per_position = per_seq // max(src.dims[src.seq_axis - 1], 1)
+                np_.floor_flops = int(s * src.support.widths.sum()) * per_position
+                np_.converted_flops = src.probes * per_seq
+
+    def node_flops(self, node: onnx.NodeProto) -> int:
+        op = node.op_type
+        if op == "Conv":
+            x, w, y = self.shape(node.input[0]), self.shape(node.input[1]), self.shape(node.output[0])
+            if x is None or w is None or y is None or None in w or None in y[1:]:
+                return 0
+            return conv_flops(int(x[1]), int(w[0]), prod(y[2:]), prod(w[2:]), int(attr(node, "group", 1)))
+        if op in ("Gemm", "MatMul"):
+            a, y = self.shape(node.input[0]), self.shape(node.output[0])
+            if a is None or y is None or None in a[1:] or None in y[1:]:
+                return 0
+            return 2 * prod(y[1:]) * int(a[-1] if op == "MatMul" or not attr(node, "transA", 0) else a[-2])
+        return 0

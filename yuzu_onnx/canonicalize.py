@@ -1,0 +1,159 @@
+"""Pass 2, canonicalize: rewrite exporter idioms into the small core the analysis expects.
+
+- the batch axis becomes dynamic (exporters often bake batch 1 into inputs and Reshapes),
+- constants are folded and Constant nodes become initializers,
+- Identity and inference-mode Dropout nodes are removed,
+- shapes are inferred for every tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper, numpy_helper, shape_inference
+
+from .load import SequenceInput, static_dims
+
+log = logging.getLogger(__name__)
+
+BATCH_DIM = "N"
+
+
+@dataclass
+class TensorInfo:
+    """Static facts about one tensor of the canonical graph."""
+
+    shape: list[int | None] | None
+    dtype: np.dtype | None
+
+
+def canonicalize(model: onnx.ModelProto, seq: SequenceInput) -> tuple[onnx.ModelProto, dict[str, TensorInfo]]:
+    """Return the canonical model and the shape/dtype of each of its tensors.
+
+    Parameters
+    ----------
+    model : onnx.ModelProto
+        A checked model (see :func:`yuzu_onnx.load.load_model`); it is not modified.
+    seq : SequenceInput
+        The sequence input found by the load pass.
+    """
+    model = _copy(model)
+    _make_batch_dynamic(model, seq.name)
+    model = _fold_constants(model)
+    _remove_identities(model)
+    model = _infer(model)
+    if _free_reshape_batch(model):
+        model = _infer(model)
+    return model, tensor_infos(model)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _make_batch_dynamic(model: onnx.ModelProto, input_name: str) -> None:
+    graph = model.graph
+    for vi in list(graph.input) + list(graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in {i.name for i in graph.initializer} or not dims:
+            continue
+        if vi in graph.input and vi.name != input_name:
+            continue
+        dims[0].ClearField("dim_value")
+        dims[0].dim_param = BATCH_DIM
+    del graph.value_info[:]
+
+
+def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph = gs.import_onnx(model)
+    try:
+        graph.fold_constants(error_ok=True)
+    except Exception as exc:  # folding is an optimization; never fail the conversion on it
+        log.debug("constant folding skipped: %s", exc)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    del out.metadata_props[:]
+    out.metadata_props.extend(model.metadata_props)
+    return out
+
+
+def _remove_identities(model: onnx.ModelProto) -> None:
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    keep = []
+    rename: dict[str, str] = {}
+    for node in graph.node:
+        passthrough = node.op_type == "Identity" or (node.op_type == "Dropout" and len(node.output) == 1)
+        if passthrough and node.output[0] not in outputs:
+            rename[node.output[0]] = rename.get(node.input[0], node.input[0])
+            continue
+        keep.append(node)
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        log.debug("shape inference failed: %s", exc)
+        return model
+
+
+def _free_reshape_batch(model: onnx.ModelProto) -> bool:
+    """Rewrite Reshape targets that hard-code the batch size to ``-1`` in that slot."""
+    infos = tensor_infos(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    changed = False
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or node.input[1] not in inits:
+            continue
+        target = numpy_helper.to_array(inits[node.input[1]]).astype(np.int64)
+        src = infos.get(node.input[0])
+        if src is None or src.shape is None or not src.shape or src.shape[0] is not None:
+            continue  # only inputs whose batch axis is dynamic
+        per_sample = src.shape[1:]
+        if target.size == 0 or target[0] <= 0 or any(d is None for d in per_sample):
+            continue
+        size = int(np.prod(per_sample, dtype=np.int64))
+        rest = [int(per_sample[i]) if (d == 0 and i < len(per_sample)) else int(d)
+                for i, d in enumerate(target[1:])]
+        if rest.count(-1) == 1:
+            known = int(np.prod([d for d in rest if d != -1], dtype=np.int64))
+            if known == 0 or size % known:
+                continue
+            rest[rest.index(-1)] = size // known
+        if -1 in rest or int(np.prod(rest, dtype=np.int64)) != size:
+            continue
+        name = node.input[1] + "__batch_free"
+        model.graph.initializer.append(numpy_helper.from_array(np.array([-1] + rest, dtype=np.int64), name))
+        node.input[1] = name
+        changed = True
+    return changed
+
+
+def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:
+    """Shape (``None`` for symbolic dims) and dtype of every tensor the graph describes."""
+    infos: dict[str, TensorInfo] = {}
+    graph = model.graph
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        ttype = vi.type.tensor_type
+        shape = static_dims(vi) if ttype.HasField("shape") else None
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(ttype.elem_type)) if ttype.elem_type else None
+        infos[vi.name] = TensorInfo(shape, dtype)
+    for init in graph.initializer:
+        infos[init.name] = TensorInfo(list(init.dims), np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)))
+    return infos

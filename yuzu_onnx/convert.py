@@ -1,0 +1,81 @@
+"""The converter: load -> canonicalize -> analyze -> emit -> check."""
+
+from __future__ import annotations
+
+import onnx
+
+from .analyze import Plan, analyze
+from .canonicalize import canonicalize
+from .emit import emit
+from .errors import UnsupportedModelError
+from .load import ModelLike, find_sequence_input, load_model
+
+SENSING = ("structured", "gaussian")
+SUBSTITUTIONS = ("alt", "all")
+DEFAULT_ALPHA = 1.5
+
+
+def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
+                    sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
+                    substitutions: str = "alt", input_name: str | None = None,
+                    layout: str | None = None) -> Plan:
+    """Run the load, canonicalize and analyze passes; see :func:`convert` for parameters."""
+    if sensing not in SENSING:
+        raise ValueError(f"sensing must be one of {SENSING}, got {sensing!r}")
+    if substitutions not in SUBSTITUTIONS:
+        raise ValueError(f"substitutions must be one of {SUBSTITUTIONS}, got {substitutions!r}")
+    if not alpha >= 1.0:
+        raise ValueError(f"alpha must be >= 1 (probes per unknown), got {alpha}")
+    proto = load_model(model)
+    seq = find_sequence_input(proto, input_name, layout)
+    end = seq.length if end is None else end
+    if not 0 <= start < end <= seq.length:
+        raise ValueError(f"region start={start}, end={end} is not inside the sequence of length {seq.length} "
+                         "(need 0 <= start < end <= length)")
+    canonical, infos = canonicalize(proto, seq)
+    return analyze(canonical, infos, seq, start=start, end=end, substitutions=substitutions,
+                   sensing="spike" if sensing == "structured" else "gaussian", alpha=alpha, seed=seed)
+
+
+def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
+            sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
+            substitutions: str = "alt", input_name: str | None = None,
+            layout: str | None = None, return_plan: bool = False):
+    """Convert a sequence model into one ONNX graph that computes exact ISM.
+
+    Parameters
+    ----------
+    model : str, os.PathLike or onnx.ModelProto
+        The original model.
+    start, end : int
+        Mutated region ``start..end-1`` (default: the whole sequence).
+    sensing : {"structured", "gaussian"}
+        ``structured`` (default): spike probes, exact. ``gaussian``: the paper's Gaussian probes
+        (circulant), ``P = ceil(alpha * K)``, decoded by least squares; approximate in float32.
+    alpha : float
+        Probes per unknown for ``gaussian`` sensing.
+    seed : int
+        Seed of the Gaussian designs (same seed, same bytes).
+    substitutions : {"alt", "all"}
+        ``alt``: the A-1 substitutions of each position's reference character (one-hot inputs
+        only). ``all``: every character at every position (any input, e.g. N columns).
+    input_name, layout : str, optional
+        Override the detected sequence input and its layout (``"NCL"`` or ``"NLC"``).
+    return_plan : bool
+        Also return the :class:`~yuzu_onnx.analyze.Plan` (for the plan table).
+
+    Returns
+    -------
+    onnx.ModelProto or (onnx.ModelProto, Plan)
+        The converted model. For each original output ``y`` it returns ``y`` and ``y_ism``
+        of shape ``(N, A, end - start, *y.shape[1:])``; ``y_ism[n, a, i]`` is the output for
+        sequence ``n`` with position ``start + i`` set to character ``a``.
+    """
+    plan = plan_conversion(model, start=start, end=end, sensing=sensing, alpha=alpha, seed=seed,
+                           substitutions=substitutions, input_name=input_name, layout=layout)
+    converted = emit(plan)
+    try:
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # a bug in a rule, never the user's fault
+        raise UnsupportedModelError(f"internal error: the converted graph fails the ONNX checker: {exc}") from exc
+    return (converted, plan) if return_plan else converted

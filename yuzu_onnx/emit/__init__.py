@@ -1,0 +1,86 @@
+"""Pass 4, emit: build the ISM graph from a :class:`~yuzu_onnx.analyze.Plan`.
+
+The emitted model contains the original graph unchanged (it computes the reference
+activations and ``y0``) plus, for each rule, nodes computing deltas on probe tensors, and one
+``<output>_ism`` graph output per original output.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..analyze import Plan
+from ..graph_builder import GraphBuilder
+from .context import EmitContext
+from .dense import emit_dense_exit
+from .elementwise import emit_elementwise
+from .materialize import emit_per_mutant
+from .outputs import emit_ism_output, ism_output_name
+from .probes import encode_input
+from .window import emit_window
+
+_RULES = {
+    "elementwise": emit_elementwise,
+    "window": emit_window,
+    "dense-exit": emit_dense_exit,
+    "per-mutant": emit_per_mutant,
+    "fallback": emit_per_mutant,
+}
+
+__all__ = ["emit", "ism_output_name"]
+
+
+def emit(plan: Plan) -> onnx.ModelProto:
+    """Return the converted ISM model for ``plan``."""
+    model = plan.model
+    graph = model.graph
+    reserved = {t.name for t in graph.initializer} | {i.name for i in graph.input}
+    for node in graph.node:
+        reserved.update(node.input)
+        reserved.update(node.output)
+    reserved.update(o.name for o in graph.output)
+    builder = GraphBuilder(sorted(reserved), plan.seq.dtype)
+    ctx = EmitContext(plan, builder)
+    ctx.probe[(plan.seq.name, plan.subs)] = encode_input(ctx)
+    for np_ in plan.nodes:
+        rule = _RULES.get(np_.rule)
+        if rule is not None:
+            rule(ctx, np_)
+    new_outputs = []
+    for out in graph.output:
+        dims = [d.dim_value for d in out.type.tensor_type.shape.dim][1:]
+        emit_ism_output(ctx, out.name, dims)
+        shape = ["N", plan.seq.alphabet, plan.region] + dims
+        new_outputs.append(helper.make_tensor_value_info(ism_output_name(out.name),
+                                                         out.type.tensor_type.elem_type, shape))
+    out_graph = helper.make_graph(
+        list(graph.node) + builder.nodes, f"{graph.name or 'model'}_ism", list(graph.input),
+        list(graph.output) + new_outputs, list(graph.initializer) + builder.initializers)
+    converted = helper.make_model(out_graph, opset_imports=list(model.opset_import),
+                                  producer_name="yuzu-onnx")
+    converted.ir_version = model.ir_version
+    _set_metadata(converted, plan)
+    return converted
+
+
+def _set_metadata(model: onnx.ModelProto, plan: Plan) -> None:
+    from .. import __version__
+    meta = {
+        "yuzu_onnx.version": __version__,
+        "yuzu_onnx.input": plan.seq.name,
+        "yuzu_onnx.layout": plan.seq.layout,
+        "yuzu_onnx.alphabet": str(plan.seq.alphabet),
+        "yuzu_onnx.length": str(plan.seq.length),
+        "yuzu_onnx.start": str(plan.start),
+        "yuzu_onnx.end": str(plan.end),
+        "yuzu_onnx.substitutions": plan.substitutions,
+        "yuzu_onnx.sensing": plan.sensing,
+        "yuzu_onnx.outputs": json.dumps({o: ism_output_name(o) for o in plan.outputs}),
+    }
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value

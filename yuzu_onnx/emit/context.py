@@ -1,0 +1,70 @@
+"""Shared state of the emit pass: where each tensor's probe-form or mutant-form lives."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..analyze import FlatState, MutState, Plan, SeqState
+from ..graph_builder import GraphBuilder
+
+
+class EmitContext:
+    """Maps original tensor names to the emitted tensors that represent them.
+
+    Attributes
+    ----------
+    plan : Plan
+    b : GraphBuilder
+    probe : dict[(str, int), str]
+        ``(tensor, P)`` -> emitted probe tensor ``(N, P, *dims)``.
+    mut : dict[str, str]
+        tensor -> emitted materialized tensor ``(N*M, *dims)``.
+    """
+
+    def __init__(self, plan: Plan, builder: GraphBuilder):
+        self.plan = plan
+        self.b = builder
+        self.probe: dict[tuple[str, int], str] = {}
+        self.mut: dict[str, str] = {}
+        self._ref_b: dict[str, str] = {}
+
+    def state(self, name: str):
+        return self.plan.states.get(name)
+
+    def seq(self, name: str) -> SeqState:
+        st = self.plan.states[name]
+        assert isinstance(st, SeqState), name
+        return st
+
+    def is_seq(self, name: str) -> bool:
+        return isinstance(self.plan.states.get(name), SeqState)
+
+    def is_mut(self, name: str) -> bool:
+        return isinstance(self.plan.states.get(name), MutState)
+
+    def is_flat(self, name: str) -> bool:
+        return isinstance(self.plan.states.get(name), FlatState)
+
+    def ref_broadcast(self, name: str) -> str:
+        """The reference tensor with a unit probe axis: ``(N, 1, *dims)``."""
+        if name not in self._ref_b:
+            self._ref_b[name] = self.b.unsqueeze(name, [1], "ref")
+        return self._ref_b[name]
+
+    def rep_shape(self, name: str, probes: int) -> list[int]:
+        """Reshape target of a probe tensor ``(N, P, *dims)``, the batch inferred."""
+        return [-1, probes, *self.seq(name).dims]
+
+    def folded_shape(self, name: str) -> list[int]:
+        """Reshape target folding the probe axis into the batch: ``(N*P, *dims)``."""
+        return [-1, *self.seq(name).dims]
+
+    def seq_axis_shape(self, name: str, length_first: bool = False) -> list[int]:
+        """Shape that places a length-``L`` vector on the sequence axis of ``dims``."""
+        st = self.seq(name)
+        trailing = len(st.dims) - st.seq_axis
+        return [st.dims[st.seq_axis - 1]] + [1] * trailing
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.b.float_dtype

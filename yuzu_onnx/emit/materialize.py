@@ -1,0 +1,65 @@
+"""Materialization: turn a probe tensor into the tensor of every mutant, and run original
+nodes on materialized mutants (the per-mutant tail and the exact fallback)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..analyze import NodePlan
+from .context import EmitContext
+from .probes import reprobe
+
+
+def materialize(ctx: EmitContext, name: str) -> str:
+    """``(N*M, *dims)``: reference plus each mutant's delta, mutants ordered as in the plan."""
+    if name in ctx.mut:
+        return ctx.mut[name]
+    b, plan = ctx.b, ctx.plan
+    st = ctx.seq(name)
+    p = st.probes
+    z = reprobe(ctx, name, p)
+    m = plan.mutants
+    mutant = np.arange(m)
+    per_mutant = b.gather(z, mutant % p, axis=1, hint="mat_g")  # (N, M, *dims)
+    # Mask of (mutant, position) pairs that reach, computed in-graph from O(M + L) constants.
+    col = b.const(mutant.reshape((m,) + (1,) * len(st.dims)), "mat_m", dtype=np.int64)
+    first = st.support.first_mutant(plan.subs)
+    stop = first + st.support.widths * plan.subs
+    shape = ctx.seq_axis_shape(name)
+    below = b.op("Less", [col, b.const(first.reshape(shape), "mat_first", dtype=np.int64)], "mat_lo")
+    above = b.op("Less", [col, b.const(stop.reshape(shape), "mat_stop", dtype=np.int64)], "mat_hi")
+    inside = b.op("And", [b.op("Not", [below], "mat_nlo"), above], "mat_in")
+    mask = b.op("Cast", [inside], "mat_mask", to=onnx.helper.np_dtype_to_tensor_dtype(ctx.dtype))
+    delta = b.op("Mul", [per_mutant, mask], "mat_delta")
+    full = b.op("Add", [delta, ctx.ref_broadcast(name)], "mat_full")
+    ctx.mut[name] = b.reshape(full, ctx.folded_shape(name), "mat")
+    return ctx.mut[name]
+
+
+def emit_per_mutant(ctx: EmitContext, np_: NodePlan) -> None:
+    """Clone an original node onto materialized inputs (batch ``N*M``)."""
+    node = np_.node
+    inputs = []
+    for name in node.input:
+        if ctx.is_seq(name):
+            inputs.append(materialize(ctx, name))
+        elif ctx.is_mut(name):
+            inputs.append(ctx.mut[name])
+        else:
+            inputs.append(name)
+    outputs = []
+    for name in node.output:
+        if not name:
+            outputs.append("")
+            continue
+        ctx.mut[name] = ctx.b.fresh(f"mut_{node.op_type.lower()}")
+        outputs.append(ctx.mut[name])
+    clone = onnx.NodeProto()
+    clone.CopyFrom(node)
+    clone.name = ctx.b.fresh(f"node_mut_{node.op_type}")
+    del clone.input[:]
+    clone.input.extend(inputs)
+    del clone.output[:]
+    clone.output.extend(outputs)
+    ctx.b.add_node(clone)

@@ -1,0 +1,46 @@
+"""Assemble ``y_hat`` (tangermeme's ``(N, A, L_region, *out)`` layout) from per-mutant outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .context import EmitContext
+from .materialize import materialize
+
+
+def ism_output_name(output: str) -> str:
+    """Name of the ISM output paired with an original output."""
+    return f"{output}_ism"
+
+
+def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
+    """Emit ``y_hat`` for one original output; returns its graph name."""
+    b, plan = ctx.b, ctx.plan
+    a, s, region = plan.seq.alphabet, plan.subs, plan.region
+    name = b.reserve(ism_output_name(output))
+    rest = list(range(3, 3 + len(out_dims)))
+    if ctx.is_seq(output):
+        per_mutant = materialize(ctx, output)
+    elif ctx.is_mut(output):
+        per_mutant = ctx.mut[output]
+    else:  # the output does not depend on the sequence: every slot equals y0
+        y0_b = b.unsqueeze(output, [1, 2], "y0_b")
+        return b.op("Expand", [y0_b, b.ints([1, a, region] + [1] * len(out_dims))], outputs=[name])
+    by_slot = b.reshape(per_mutant, [-1, region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
+    if plan.substitutions == "all":
+        return b.op("Transpose", [by_slot], outputs=[name], perm=[0, 2, 1] + rest)
+    # alt: slot s at a position with reference r is character s + (s >= r); r itself gets y0.
+    seq = plan.seq
+    ref = b.op("ArgMax", [seq.name], "ref_char", axis=seq.channel_axis, keepdims=0)  # (N, L)
+    ref = b.op("Slice", [ref, b.ints([plan.start]), b.ints([plan.end]), b.ints([1])], "ref_region")
+    ref = b.unsqueeze(ref, list(range(2, 3 + len(out_dims))), "ref_b")  # (N, Lr, 1, 1...)
+    letters = b.const(np.arange(a).reshape((a,) + (1,) * len(out_dims)), "letters", dtype=np.int64)
+    first = b.op("Slice", [by_slot, b.ints([0]), b.ints([1]), b.ints([2])], "slot0")
+    below = b.op("Concat", [by_slot, first], "slot_below", axis=2)  # slot a -> mutant slot a
+    above = b.op("Concat", [first, by_slot], "slot_above", axis=2)  # slot a -> mutant slot a-1
+    y0_b = b.unsqueeze(output, [1, 2], "y0_b")
+    is_below = b.op("Less", [letters, ref], "is_below")
+    is_ref = b.op("Equal", [letters, ref], "is_ref")
+    upper = b.op("Where", [is_ref, y0_b, above], "upper")
+    merged = b.op("Where", [is_below, below, upper], "merged")  # (N, Lr, A, *out)
+    return b.op("Transpose", [merged], outputs=[name], perm=[0, 2, 1] + rest)

@@ -1,0 +1,67 @@
+"""Facts about ONNX operators that the analysis needs: which are elementwise, window
+attributes of 1-D Conv and pooling, and FLOP counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+#: Ops applied independently to each element (other inputs constant or broadcast).
+UNARY_ELEMENTWISE = {
+    "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+    "Softplus", "Softsign", "Exp", "Log", "Erf", "Gelu", "Mish", "Clip", "Abs", "Neg", "Sqrt",
+    "Reciprocal", "ThresholdedRelu", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Shrink",
+    "Identity", "Dropout",
+}
+#: Elementwise ops with several tensor inputs, numpy-style broadcasting.
+BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", "Sum", "Mean", "Where"}
+#: Ops that are linear in their (single) sequence-dependent input: the delta of the output is
+#: the op applied to the delta (no bias).
+LINEAR_WINDOW_OPS = {"Conv", "AveragePool"}
+WINDOW_OPS = {"Conv", "AveragePool", "MaxPool"}
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """Value of a node attribute, or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+@dataclass(frozen=True)
+class Window1D:
+    """Sliding window of a 1-D Conv or pool along its last axis."""
+
+    kernel: int
+    stride: int
+    dilation: int
+    pad_begin: int
+
+
+def window_1d(node: onnx.NodeProto, in_length: int, out_length: int, kernel: int) -> Window1D:
+    """Window parameters of a 1-D Conv/pool, resolving ``auto_pad``."""
+    stride = int((attr(node, "strides") or [1])[0])
+    dilation = int((attr(node, "dilations") or [1])[0])
+    auto_pad = attr(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = max(0, (out_length - 1) * stride + (kernel - 1) * dilation + 1 - in_length)
+        pad_begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+    elif auto_pad == "VALID":
+        pad_begin = 0
+    else:
+        pad_begin = int((attr(node, "pads") or [0, 0])[0])
+    return Window1D(kernel, stride, dilation, pad_begin)
+
+
+def conv_flops(in_channels: int, out_channels: int, out_length: int, kernel: int, group: int) -> int:
+    """2 x multiply-accumulates of a 1-D convolution for one sequence."""
+    return 2 * out_channels * out_length * (in_channels // max(group, 1)) * kernel
+
+
+def prod(dims) -> int:
+    return int(np.prod([int(d) for d in dims], dtype=np.int64)) if len(dims) else 1
