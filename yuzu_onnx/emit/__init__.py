@@ -17,15 +17,14 @@ from ..analyze import Plan
 from ..graph_builder import GraphBuilder
 from .context import EmitContext
 from .dense import emit_dense_exit
-from .elementwise import emit_elementwise
 from .materialize import emit_per_mutant
 from .outputs import emit_ism_output, ism_output_name
 from .probes import encode_input
-from .window import emit_window
+from .window import emit_on_probes
 
 _RULES = {
-    "elementwise": emit_elementwise,
-    "window": emit_window,
+    "elementwise": emit_on_probes,
+    "window": emit_on_probes,
     "dense-exit": emit_dense_exit,
     "per-mutant": emit_per_mutant,
     "fallback": emit_per_mutant,

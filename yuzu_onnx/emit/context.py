@@ -1,4 +1,11 @@
-"""Shared state of the emit pass: where each tensor's probe-form or mutant-form lives."""
+"""Shared state of the emit pass: where each tensor's probe form or mutant form lives.
+
+Probe form ("hybrid sequences"): a tensor ``F`` of shape ``(N*P, *dims)``; entry ``(n, p)`` at
+sequence position ``j`` holds the value the tensor takes for the unique mutant ``m`` with
+``m mod P == p`` among the mutants reaching ``j``, or the reference value where no such
+mutant reaches ``j``. Since the probes are just a larger batch of sequences, every local op of
+the original graph runs on them unchanged.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ class EmitContext:
     plan : Plan
     b : GraphBuilder
     probe : dict[(str, int), str]
-        ``(tensor, P)`` -> emitted probe tensor ``(N, P, *dims)``.
+        ``(tensor, P)`` -> emitted probe-form tensor ``(N*P, *dims)``.
     mut : dict[str, str]
         tensor -> emitted materialized tensor ``(N*M, *dims)``.
     """
@@ -51,15 +58,15 @@ class EmitContext:
             self._ref_b[name] = self.b.unsqueeze(name, [1], "ref")
         return self._ref_b[name]
 
-    def rep_shape(self, name: str, probes: int) -> list[int]:
-        """Reshape target of a probe tensor ``(N, P, *dims)``, the batch inferred."""
-        return [-1, probes, *self.seq(name).dims]
+    def unfold(self, folded: str, name: str, probes: int) -> str:
+        """``(N*P, *dims)`` -> ``(N, P, *dims)``."""
+        return self.b.reshape(folded, [-1, probes, *self.seq(name).dims], "unfold")
 
-    def folded_shape(self, name: str) -> list[int]:
-        """Reshape target folding the probe axis into the batch: ``(N*P, *dims)``."""
-        return [-1, *self.seq(name).dims]
+    def fold(self, unfolded: str, name: str) -> str:
+        """``(N, P, *dims)`` (or any shape with the same trailing dims) -> ``(N*P, *dims)``."""
+        return self.b.reshape(unfolded, [-1, *self.seq(name).dims], "fold")
 
-    def seq_axis_shape(self, name: str, length_first: bool = False) -> list[int]:
+    def seq_axis_shape(self, name: str) -> list[int]:
         """Shape that places a length-``L`` vector on the sequence axis of ``dims``."""
         st = self.seq(name)
         trailing = len(st.dims) - st.seq_axis

@@ -23,7 +23,7 @@ def emit_dense_exit(ctx: EmitContext, np_: NodePlan) -> None:
     source = ctx.state(node.input[0]).source
     st = ctx.seq(source)
     p = st.probes
-    z = reprobe(ctx, source, p)
+    z = b.op("Sub", [ctx.unfold(reprobe(ctx, source, p), source, p), ctx.ref_broadcast(source)], "dense_delta_in")
     weight = _dense_weight(ctx, node)  # (F, H)
     hidden = weight.shape[1]
     seq_ax = st.seq_axis

@@ -12,13 +12,13 @@ from .probes import reprobe
 
 
 def materialize(ctx: EmitContext, name: str) -> str:
-    """``(N*M, *dims)``: reference plus each mutant's delta, mutants ordered as in the plan."""
+    """``(N*M, *dims)``: the tensor for every mutant, mutants ordered as in the plan."""
     if name in ctx.mut:
         return ctx.mut[name]
     b, plan = ctx.b, ctx.plan
     st = ctx.seq(name)
     p = st.probes
-    z = reprobe(ctx, name, p)
+    z = ctx.unfold(reprobe(ctx, name, p), name, p)
     m = plan.mutants
     mutant = np.arange(m)
     per_mutant = b.gather(z, mutant % p, axis=1, hint="mat_g")  # (N, M, *dims)
@@ -30,10 +30,8 @@ def materialize(ctx: EmitContext, name: str) -> str:
     below = b.op("Less", [col, b.const(first.reshape(shape), "mat_first", dtype=np.int64)], "mat_lo")
     above = b.op("Less", [col, b.const(stop.reshape(shape), "mat_stop", dtype=np.int64)], "mat_hi")
     inside = b.op("And", [b.op("Not", [below], "mat_nlo"), above], "mat_in")
-    mask = b.op("Cast", [inside], "mat_mask", to=onnx.helper.np_dtype_to_tensor_dtype(ctx.dtype))
-    delta = b.op("Mul", [per_mutant, mask], "mat_delta")
-    full = b.op("Add", [delta, ctx.ref_broadcast(name)], "mat_full")
-    ctx.mut[name] = b.reshape(full, ctx.folded_shape(name), "mat")
+    full = b.op("Where", [inside, per_mutant, ctx.ref_broadcast(name)], "mat_full")
+    ctx.mut[name] = ctx.fold(full, name)
     return ctx.mut[name]
 
 
