@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import cost
 from .canonicalize import TensorInfo
 from .errors import UnsupportedModelError
 from .load import SequenceInput
@@ -306,38 +307,60 @@ class _Analyzer:
             p_in = max(states[n].probes for n in node.input if isinstance(states.get(n), SeqState))
             if np_.rule == "elementwise":
                 st.probes = max(p_in, max(st.slots, 1))
-            elif np_.rule == "window":
-                if np_.sensing == "gaussian":
-                    need = max(math.ceil(plan.alpha * st.slots), self.lookahead_slots(out))
-                    st.probes = max(need, 1)
-                elif p_in >= st.slots:
-                    st.probes = p_in
-                else:
-                    st.probes = self.round_to_multiple(p_in, max(self.lookahead_slots(out), 1))
+            elif np_.sensing == "gaussian":
+                need = max(math.ceil(plan.alpha * st.slots), self.segment_slots(self.segment(out)))
+                st.probes = max(need, 1)
+            elif p_in >= st.slots:
+                st.probes = p_in
+            else:
+                st.probes = self.choose_probes(np_, p_in)
             np_.probes = st.probes
 
-    def lookahead_slots(self, name: str) -> int:
-        """Largest K over the chain of cheap ops (activations, pools) that follows ``name``."""
+    def choose_probes(self, np_: NodePlan, p_in: int) -> int:
+        """Probes for a widening op: enough for its whole cheap segment (no later reprobe), or
+        just enough for itself and a reprobe later, whichever the time model prefers."""
+        out = np_.node.output[0]
+        seg = self.segment(out)
+        wide = cost.round_probes(p_in, self.segment_slots(seg))
+        narrow = cost.round_probes(p_in, self.plan.states[out].slots)
+        if narrow >= wide:
+            return wide
+        return min((wide, narrow), key=lambda p: self.segment_seconds(np_, p_in, p, seg))
+
+    def segment_seconds(self, np_: NodePlan, p_in: int, probes: int, seg: list[str]) -> float:
         states = self.plan.states
-        k = states[name].slots
+        x = np_.node.input[0]
+        seconds = cost.reprobe_seconds(p_in, probes, prod(states[x].dims))
+        seconds += cost.conv_seconds(probes, self.node_flops(np_.node))
+        current, prev = probes, seg[0]
+        for i, name in enumerate(seg[1:], start=1):
+            if states[name].slots > current:
+                target = cost.round_probes(current, self.segment_slots(seg[i:]))
+                seconds += cost.reprobe_seconds(current, target, prod(states[prev].dims))
+                current = target
+            seconds += cost.elementwise_seconds(current, prod(states[name].dims))
+            prev = name
+        return seconds
+
+    def segment(self, name: str) -> list[str]:
+        """``name`` and the chain of cheap ops (activations, pools) that follows it."""
+        states = self.plan.states
+        chain = [name]
         by_node = {id(n.node): n for n in self.plan.nodes}
         while True:
             users = self.consumers.get(name, [])
             if len(users) != 1 or name in self.output_names:
-                return k
+                return chain
             user = by_node[id(users[0])]
             if user.rule not in ("elementwise", "window") or user.node.op_type == "Conv":
-                return k
+                return chain
             if [n for n in user.node.input if n in states] != [name]:
-                return k
+                return chain
             name = user.node.output[0]
-            k = max(k, states[name].slots)
+            chain.append(name)
 
-    @staticmethod
-    def round_to_multiple(p_in: int, need: int) -> int:
-        """Prefer a multiple of ``p_in`` (cheap reprobe by masking) when it costs <= 10% more."""
-        multiple = p_in * math.ceil(need / p_in)
-        return multiple if multiple <= 1.1 * need else need
+    def segment_slots(self, seg: list[str]) -> int:
+        return max(max(self.plan.states[n].slots for n in seg), 1)
 
     # ---------------------------------------------------------------- FLOPs
     def count_flops(self) -> None:

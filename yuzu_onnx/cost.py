@@ -1,0 +1,37 @@
+"""A rough time model for choosing probe counts (CPU-like constants; only ratios matter)."""
+
+from __future__ import annotations
+
+import math
+
+#: Sustained dense FLOP rate of Conv/MatMul kernels (FLOP/s).
+FLOP_RATE = 150e9
+#: Seconds per element written by a memory-bound op (elementwise, select).
+ELEMENT_SECONDS = 1e-9
+#: Seconds per element moved by a transpose or gather.
+MOVE_SECONDS = 1e-9
+
+
+def round_probes(current: int, need: int) -> int:
+    """Probes to use for ``need`` slots: a multiple of ``current`` (cheap masked reprobe) when
+    that costs at most 10% more, else exactly ``need``."""
+    need = max(need, 1)
+    multiple = current * math.ceil(need / current)
+    return multiple if multiple <= 1.1 * need else need
+
+
+def reprobe_seconds(current: int, target: int, elements: int) -> float:
+    """Time to change ``current`` -> ``target`` probes of a tensor with ``elements`` per probe."""
+    if target == current:
+        return 0.0
+    if target % current == 0:
+        return ELEMENT_SECONDS * target * elements
+    return MOVE_SECONDS * (current + 2 * target) * elements
+
+
+def conv_seconds(probes: int, flops_per_probe: int) -> float:
+    return probes * flops_per_probe / FLOP_RATE
+
+
+def elementwise_seconds(probes: int, elements: int) -> float:
+    return ELEMENT_SECONDS * probes * elements
