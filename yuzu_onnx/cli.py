@@ -40,6 +40,9 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
                             location=f"{path.name}.data")
         else:
             onnx.save_model(model, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,7 +9,6 @@ then each mutant's contributions are gathered and summed. The result is material
 from __future__ import annotations
 
 import numpy as np
-from onnx import numpy_helper
 
 from ..analyze import NodePlan
 from ..ops import attr
@@ -24,15 +23,12 @@ def emit_dense_exit(ctx: EmitContext, np_: NodePlan) -> None:
     st = ctx.seq(source)
     p = st.probes
     z = b.op("Sub", [ctx.unfold(reprobe(ctx, source, p), source, p), ctx.ref_broadcast(source)], "dense_delta_in")
-    weight = _dense_weight(ctx, node)  # (F, H)
-    hidden = weight.shape[1]
     seq_ax = st.seq_axis
     chan_ax = 3 - seq_ax
-    length, channels = st.dims[seq_ax - 1], st.dims[chan_ax - 1]
-    w3 = weight.reshape(*st.dims, hidden)
-    per_position = w3 if seq_ax == 1 else w3.transpose(1, 0, 2)  # (L, C, H)
+    length = st.dims[seq_ax - 1]
+    weight, hidden = _per_position_weight(ctx, node, st.dims, seq_ax)  # (L, C, H)
     zt = b.transpose(z, [0, 1 + seq_ax, 1, 1 + chan_ax], "dense_t")  # (N, L, P, C)
-    y = b.op("MatMul", [zt, b.const(per_position, "dense_w")], "dense_pos")  # (N, L, P, H)
+    y = b.op("MatMul", [zt, weight], "dense_pos")  # (N, L, P, H)
     rows = b.reshape(y, [0, length * p, hidden], "dense_rows")
     rows = b.op("Pad", [rows, b.ints([0, 0, 0, 0, 1, 0])], "dense_rows")  # zero row at L*P
     picked = b.gather(rows, _contribution_table(st, plan.subs, plan.mutants, p), axis=1, hint="dense_g")
@@ -42,14 +38,23 @@ def emit_dense_exit(ctx: EmitContext, np_: NodePlan) -> None:
     ctx.mut[node.output[0]] = b.reshape(full, [-1, hidden], "dense_mut")
 
 
-def _dense_weight(ctx: EmitContext, node) -> np.ndarray:
-    inits = {t.name: t for t in ctx.plan.model.graph.initializer}
-    w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-    if node.op_type == "Gemm":
-        if attr(node, "transB", 0):
-            w = w.T
-        w = w * attr(node, "alpha", 1.0)
-    return w
+def _per_position_weight(ctx: EmitContext, node, dims, seq_ax: int) -> tuple[str, int]:
+    """The dense weight as ``(L, C, H)``, rearranged in-graph from the original initializer
+    (ONNX Runtime folds it once at session start; the file does not store a second copy)."""
+    b = ctx.b
+    shape = next(t.dims for t in ctx.plan.model.graph.initializer if t.name == node.input[1])
+    weight = node.input[1]
+    trans = node.op_type == "Gemm" and attr(node, "transB", 0)
+    hidden = int(shape[0] if trans else shape[1])
+    if trans:
+        weight = b.transpose(weight, [1, 0], "dense_w")
+    alpha = attr(node, "alpha", 1.0) if node.op_type == "Gemm" else 1.0
+    if alpha != 1.0:
+        weight = b.op("Mul", [weight, b.const(np.array(alpha))], "dense_w")
+    weight = b.reshape(weight, [*dims, hidden], "dense_w")
+    if seq_ax == 2:
+        weight = b.transpose(weight, [1, 0, 2], "dense_w")
+    return weight, hidden
 
 
 def _contribution_table(st, subs: int, mutants: int, probes: int) -> np.ndarray:
