@@ -47,6 +47,9 @@ def canonicalize(model: onnx.ModelProto, seq: SequenceInput) -> tuple[onnx.Model
     _remove_identities(model)
     model = _infer(model)
     if _free_reshape_batch(model):
+        # Inference had copied the hard-coded batch onto the outputs: free it and infer again.
+        _drop_unused_initializers(model)
+        _make_batch_dynamic(model, seq.name)
         model = _infer(model)
     return model, tensor_infos(model)
 
@@ -103,6 +106,18 @@ def _remove_identities(model: onnx.ModelProto) -> None:
                 node.input[i] = rename[name]
     del graph.node[:]
     graph.node.extend(keep)
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    used.update(o.name for o in model.graph.output)
+    dropped = {t.name for t in model.graph.initializer if t.name not in used}
+    keep = [t for t in model.graph.initializer if t.name not in dropped]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    inputs = [i for i in model.graph.input if i.name not in dropped]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
