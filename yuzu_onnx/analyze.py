@@ -63,6 +63,7 @@ class NodePlan:
     rule: str
     probes: int = 0  # P of the sequence-dependent output (probe-form rules)
     sensing: str = "spike"
+    conv_impl: str = "conv"  # "taps": per-tap MatMul then shifted sum (few output channels)
     materialize: list[str] = field(default_factory=list)
     naive_flops: int = 0
     converted_flops: int = 0
@@ -263,7 +264,16 @@ class _Analyzer:
         support = st.support.through_window(out_shape[2], win.stride, win.pad_begin, win.dilation, win.kernel)
         states[node.output[0]] = self.seq_state(support, 2, out_shape[1:])
         sensing = self.plan.sensing if node.op_type == "Conv" else "spike"
-        return NodePlan(node, "window", sensing=sensing, width=support.max_width)
+        impl = "conv"
+        if node.op_type == "Conv" and sensing == "spike" and self.taps_pay_off(node, st.dims[0], out_shape[1], win):
+            impl = "taps"
+        return NodePlan(node, "window", sensing=sensing, conv_impl=impl, width=support.max_width)
+
+    @staticmethod
+    def taps_pay_off(node: onnx.NodeProto, c_in: int, c_out: int, win) -> bool:
+        """A Conv with few output channels is faster as one MatMul per tap plus a shifted sum:
+        its intermediate is k*C_out per position instead of im2col's k*C_in."""
+        return attr(node, "group", 1) == 1 and win.kernel > 1 and 3 * c_out < c_in
 
     def flatten(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
         states = self.plan.states

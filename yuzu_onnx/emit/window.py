@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from ..analyze import NodePlan
+from ..ops import window_1d
 from ..sensing import circulant_matrix, circulant_vector, decoder
 from .context import EmitContext
 from .probes import reprobe
@@ -27,6 +28,9 @@ def emit_on_probes(ctx: EmitContext, np_: NodePlan) -> None:
         _gaussian_conv(ctx, np_)
         return
     inputs = [reprobe(ctx, name, np_.probes) if ctx.is_seq(name) else name for name in node.input]
+    if np_.conv_impl == "taps":
+        ctx.probe[(node.output[0], np_.probes)] = _conv_as_taps(ctx, node, inputs[0])
+        return
     out = ctx.b.fresh(f"probe_{node.op_type.lower()}")
     clone = onnx.NodeProto()
     clone.CopyFrom(node)
@@ -37,6 +41,38 @@ def emit_on_probes(ctx: EmitContext, np_: NodePlan) -> None:
     clone.output.append(out)
     ctx.b.add_node(clone)
     ctx.probe[(node.output[0], np_.probes)] = out
+
+
+def _conv_as_taps(ctx: EmitContext, node, folded: str) -> str:
+    """1-D Conv (group 1) as ``Y = W_taps @ x`` then ``out[o, j] = sum_t Y[o, t, j*s + t*d]``.
+
+    The shifted sum uses the skew trick: rows of length ``Lp`` flattened and re-read as rows of
+    length ``Lp + d`` shift row ``t`` left by ``t*d``.
+    """
+    b = ctx.b
+    x, out = node.input[0], node.output[0]
+    c_out, l_out = ctx.seq(out).dims
+    l_in = ctx.seq(x).dims[1]
+    w_shape = next(t.dims for t in ctx.plan.model.graph.initializer if t.name == node.input[1])
+    k = int(w_shape[2])
+    win = window_1d(node, l_in, l_out, k)
+    span = (l_out - 1) * win.stride + (k - 1) * win.dilation + 1  # padded length actually read
+    pad_end = span - l_in - win.pad_begin
+    taps = b.reshape(b.transpose(node.input[1], [0, 2, 1], "taps_w"), [c_out * k, -1], "taps_w")
+    y = b.op("MatMul", [taps, folded], "taps")  # (B, C_out*k, L_in), row o*k + t
+    y = b.reshape(y, [-1, c_out, k, l_in], "taps")
+    if win.pad_begin or pad_end > 0:
+        y = b.op("Pad", [y, b.ints([0, 0, 0, win.pad_begin, 0, 0, 0, max(pad_end, 0)])], "taps_pad")
+    padded = l_in + win.pad_begin + max(pad_end, 0)
+    flat = b.reshape(y, [-1, c_out, k * padded], "taps_flat")
+    flat = b.op("Pad", [flat, b.ints([0, 0, 0, 0, 0, k * win.dilation])], "taps_skew")
+    skewed = b.reshape(flat, [-1, c_out, k, padded + win.dilation], "taps_skew")
+    picked = b.op("Slice", [skewed, b.ints([0]), b.ints([(l_out - 1) * win.stride + 1]), b.ints([3]),
+                            b.ints([win.stride])], "taps_cols")
+    summed = b.op("ReduceSum", [picked, b.ints([2])], "taps_sum", keepdims=0)  # (B, C_out, L_out)
+    if len(node.input) > 2 and node.input[2]:
+        summed = b.op("Add", [summed, b.unsqueeze(node.input[2], [1], "taps_bias")], "taps_out")
+    return summed
 
 
 def _gaussian_conv(ctx: EmitContext, np_: NodePlan) -> None:
