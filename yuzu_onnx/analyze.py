@@ -331,17 +331,15 @@ class _Analyzer:
         just enough for itself and a reprobe later, whichever the time model prefers."""
         out = np_.node.output[0]
         seg = self.segment(out)
-        wide = cost.round_probes(p_in, self.segment_slots(seg))
-        narrow = cost.round_probes(p_in, self.plan.states[out].slots)
-        if narrow >= wide:
-            return wide
-        return min((wide, narrow), key=lambda p: self.segment_seconds(np_, p_in, p, seg))
+        options = set(cost.probe_candidates(p_in, self.segment_slots(seg)))
+        options.update(cost.probe_candidates(p_in, self.plan.states[out].slots))
+        return min(sorted(options), key=lambda p: self.segment_seconds(np_, p_in, p, seg))
 
     def segment_seconds(self, np_: NodePlan, p_in: int, probes: int, seg: list[str]) -> float:
         states = self.plan.states
         x = np_.node.input[0]
         seconds = cost.reprobe_seconds(p_in, probes, prod(states[x].dims))
-        seconds += cost.conv_seconds(probes, self.node_flops(np_.node))
+        seconds += cost.conv_seconds(probes, self.node_flops(np_.node), self.conv_buffer(np_))
         current, prev = probes, seg[0]
         for i, name in enumerate(seg[1:], start=1):
             if states[name].slots > current:
@@ -351,6 +349,17 @@ class _Analyzer:
             seconds += cost.elementwise_seconds(current, prod(states[name].dims))
             prev = name
         return seconds
+
+    def conv_buffer(self, np_: NodePlan) -> int:
+        """Elements per probe of the buffer a Conv writes besides its output (im2col or taps)."""
+        node = np_.node
+        if node.op_type != "Conv":
+            return 0
+        x, w = self.plan.states[node.input[0]], self.shape(node.input[1])
+        l_out = self.plan.states[node.output[0]].dims[-1]
+        if np_.conv_impl == "taps":
+            return 3 * int(w[0]) * int(w[2]) * x.dims[-1]
+        return x.dims[0] * int(w[2]) * l_out
 
     def segment(self, name: str) -> list[str]:
         """``name`` and the chain of cheap ops (activations, pools) that follows it."""

@@ -85,9 +85,16 @@ class GraphBuilder:
         self.nodes.append(node)
         return outputs[0]
 
-    def add_node(self, node: onnx.NodeProto) -> None:
-        """Append an already built node (used when cloning original nodes)."""
-        self.nodes.append(node)
+    def clone(self, node: onnx.NodeProto, inputs: Sequence[str], outputs: Sequence[str], hint: str) -> None:
+        """Append a copy of an original node (same op, attributes) wired to new tensors."""
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = self.fresh(f"node_{hint}_{node.op_type}")
+        del copy.input[:]
+        copy.input.extend(inputs)
+        del copy.output[:]
+        copy.output.extend(outputs)
+        self.nodes.append(copy)
 
     # Shorthands for the ops the rules use most.
     def reshape(self, x: str, shape: Sequence[int], hint: str = "reshape") -> str:

@@ -4,7 +4,6 @@ nodes on materialized mutants (the per-mutant tail and the exact fallback)."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ..analyze import NodePlan
 from .context import EmitContext
@@ -53,11 +52,4 @@ def emit_per_mutant(ctx: EmitContext, np_: NodePlan) -> None:
             continue
         ctx.mut[name] = ctx.b.fresh(f"mut_{node.op_type.lower()}")
         outputs.append(ctx.mut[name])
-    clone = onnx.NodeProto()
-    clone.CopyFrom(node)
-    clone.name = ctx.b.fresh(f"node_mut_{node.op_type}")
-    del clone.input[:]
-    clone.input.extend(inputs)
-    del clone.output[:]
-    clone.output.extend(outputs)
-    ctx.b.add_node(clone)
+    ctx.b.clone(node, inputs, outputs, "mut")

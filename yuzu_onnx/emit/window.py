@@ -32,14 +32,7 @@ def emit_on_probes(ctx: EmitContext, np_: NodePlan) -> None:
         ctx.probe[(node.output[0], np_.probes)] = _conv_as_taps(ctx, node, inputs[0])
         return
     out = ctx.b.fresh(f"probe_{node.op_type.lower()}")
-    clone = onnx.NodeProto()
-    clone.CopyFrom(node)
-    clone.name = ctx.b.fresh(f"node_probe_{node.op_type}")
-    del clone.input[:]
-    clone.input.extend(inputs)
-    del clone.output[:]
-    clone.output.append(out)
-    ctx.b.add_node(clone)
+    ctx.b.clone(node, inputs, [out], "probe")
     ctx.probe[(node.output[0], np_.probes)] = out
 
 
