@@ -70,8 +70,8 @@ def softmax_model() -> onnx.ModelProto:
     return _model("softmax", nodes, [C2, L], inits)
 
 
-def reducemean_model(batch="N") -> onnx.ModelProto:
-    """Conv -> ReduceMean over the length axis (keepdims) -> Flatten/Reshape -> Gemm.
+def reducel2_model(batch="N") -> onnx.ModelProto:
+    """Conv -> ReduceL2 over the length axis (keepdims) -> Flatten/Reshape -> Gemm.
 
     With a fixed ``batch`` the flatten is a Reshape to ``[batch, C1]`` as exporters write it.
     """
@@ -84,20 +84,20 @@ def reducemean_model(batch="N") -> onnx.ModelProto:
         extra = [numpy_helper.from_array(np.array([batch, C1], dtype=np.int64), "shape")]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2], kernel_shape=[K1], name="conv1"),
-        helper.make_node("ReduceMean", ["c1"], ["rm"], axes=[2], keepdims=1, name="reducemean"),
+        helper.make_node("ReduceL2", ["c1"], ["rm"], axes=[2], keepdims=1, name="reducel2"),
         flat,
         helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1, name="dense"),
     ]
     inits = [_init(rng, "w1", (C1, A, K1), 1.0), _init(rng, "b1", (C1,)), _init(rng, "wd", (D, C1), 1.0),
              _init(rng, "bd", (D,))] + extra
-    return _model("reducemean", nodes, [D], inits, batch=batch)
+    return _model("reducel2", nodes, [D], inits, batch=batch)
 
 
 MODELS = {
     "cumsum": (cumsum_model, "CumSum"),
     "softmax": (softmax_model, "Softmax"),
-    "reducemean": (reducemean_model, "ReduceMean"),
-    "reducemean_batch1": (lambda: reducemean_model(batch=1), "ReduceMean"),
+    "reducel2": (reducel2_model, "ReduceL2"),
+    "reducel2_batch1": (lambda: reducel2_model(batch=1), "ReduceL2"),
 }
 REGIONS = {"full": (0, L), "middle": (8, 15), "first": (0, 4), "last": (L - 4, L)}
 

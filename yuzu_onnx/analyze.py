@@ -29,7 +29,8 @@ from . import cost
 from .canonicalize import TensorInfo
 from .errors import UnsupportedModelError
 from .load import SequenceInput
-from .ops import (BINARY_ELEMENTWISE, LINEAR_WINDOW_OPS, UNARY_ELEMENTWISE, WINDOW_OPS, attr,
+from . import positional
+from .ops import (BINARY_ELEMENTWISE, POSITIONAL_OPS, LINEAR_WINDOW_OPS, UNARY_ELEMENTWISE, WINDOW_OPS, attr,
                   conv_flops, prod, window_1d)
 from .support import Support
 
@@ -202,7 +203,91 @@ class _Analyzer:
             return self.window(node, dep)
         if op in ("Flatten", "Reshape"):
             return self.flatten(node, dep)
+        if op in POSITIONAL_OPS:
+            return self.positional(node, dep)
+        if op in ("GlobalAveragePool", "ReduceMean", "ReduceSum", "GlobalMaxPool", "ReduceMax",
+                  "ReduceMin", "ReduceLogSumExp", "Softmax", "LogSoftmax"):
+            return self.sequence_reduction(node, dep)
         return None
+
+    def sequence_reduction(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        """Ops over the whole sequence axis. Sums and means exit to per-mutant tensors by
+        summing each mutant's reach; the others (max, softmax over positions) need every
+        position of every mutant, so their input is materialized (the "exit" rule, expected
+        for profile heads, so no warning)."""
+        st: SeqState = self.plan.states[node.input[0]]
+        if dep != [node.input[0]] or len([o for o in node.output if o]) != 1:
+            return None
+        rank = len(st.dims) + 1
+        unit = {ax for ax in range(1, rank) if st.dims[ax - 1] == 1}
+        op = node.op_type
+        if op.startswith("Global"):
+            axes = set(range(2, rank))
+        elif op in ("Softmax", "LogSoftmax"):
+            default = -1 if self.opset() >= 13 else 1
+            axis = attr(node, "axis", default) % rank
+            if self.opset() < 13 and axis != rank - 1:
+                return None
+            axes = {axis}
+        else:
+            raw = attr(node, "axes")
+            if raw is None and len(node.input) > 1 and node.input[1]:
+                raw = self.const(node.input[1])
+                if raw is None:
+                    return None
+            if raw is None:
+                return None  # reduces every axis, batch included
+            axes = {int(a) % rank for a in np.asarray(raw).ravel()}
+        if st.seq_axis not in axes or 0 in axes or not axes <= unit | {st.seq_axis}:
+            return None
+        self.plan.states[node.output[0]] = MutState()
+        if op in ("GlobalAveragePool", "ReduceMean", "ReduceSum"):
+            return NodePlan(node, "reduce-exit", width=st.support.max_width)
+        return NodePlan(node, "exit", materialize=[node.input[0]], width=st.support.max_width,
+                        note="an op over all positions: each mutant's input is materialized")
+
+    def opset(self) -> int:
+        return next((o.version for o in self.plan.model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+    def positional(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        """Transpose/Squeeze/Unsqueeze/Slice/Pad/Concat: re-index positions and axes."""
+        states = self.plan.states
+        op = node.op_type
+        if len([o for o in node.output if o]) != 1:
+            return None
+        ins = [states[n] for n in dep]
+        layouts = [positional.Layout(st.dims, st.seq_axis) for st in ins]
+        source = None
+        if op == "Concat":
+            data = [n for n in node.input if n]
+            if data != dep:
+                return None  # concatenating with a sequence-independent tensor: no batch to match
+            lay = positional.concat(node, layouts)
+            if lay is None:
+                return None
+            axis = attr(node, "axis", 1) % (len(lay.dims) + 1)
+            if axis == lay.seq_axis:
+                support = positional.concat_supports([st.support for st in ins])
+            else:
+                support = ins[0].support
+                for st in ins[1:]:
+                    support = support.union(st.support)
+        else:
+            if dep != [node.input[0]] or any(n and n not in self.inits for n in node.input[1:]):
+                return None
+            handler = {"Transpose": positional.transpose, "Unsqueeze": positional.unsqueeze,
+                       "Squeeze": positional.squeeze, "Slice": positional.slice_positions,
+                       "Pad": positional.pad_positions}[op]
+            result = handler(node, layouts[0], self.const)
+            if result is None:
+                return None
+            lay, source = result if isinstance(result, tuple) else (result, None)
+            support = positional.reindex(ins[0].support, source)
+        out_shape = self.shape(node.output[0])
+        if out_shape is not None and list(out_shape[1:]) != list(lay.dims):
+            return None  # our reading of the op disagrees with shape inference: do not guess
+        states[node.output[0]] = self.seq_state(support, lay.seq_axis, lay.dims)
+        return NodePlan(node, "positional", width=support.max_width)
 
     def unsupported_reason(self, node: onnx.NodeProto) -> str:
         op = node.op_type
@@ -242,32 +327,43 @@ class _Analyzer:
         return NodePlan(node, "elementwise", width=support.max_width)
 
     def window(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        """1-D Conv/pool over the last axis; also the 2-D form with a unit height (tf2onnx's
+        Conv1D), whose kernel is ``(1, k)``."""
         states = self.plan.states
         x = node.input[0]
         if dep != [x] or len([o for o in node.output if o]) != 1:
             return None
         st: SeqState = states[x]
         out_shape = self.shape(node.output[0])
-        if len(st.dims) != 2 or st.seq_axis != 2 or out_shape is None or len(out_shape) != 3:
+        rank = len(st.dims) + 1
+        if out_shape is None or len(out_shape) != rank or any(d is None for d in out_shape[1:]):
             return None
-        if any(d is None for d in out_shape[1:]):
+        if st.seq_axis != rank - 1 or rank not in (3, 4) or (rank == 4 and (st.dims[1] != 1 or out_shape[2] != 1)):
             return None
         kernel = attr(node, "kernel_shape")
         if node.op_type == "Conv":
             w = self.shape(node.input[1])
             if node.input[1] not in self.inits or w is None:
                 return None
-            kernel = [w[2]]
-        if not kernel or len(kernel) != 1:
+            kernel = list(w[2:])
+        if not kernel or len(kernel) != rank - 2 or any(k != 1 for k in kernel[:-1]):
             return None
-        win = window_1d(node, st.dims[1], out_shape[2], int(kernel[0]))
-        support = st.support.through_window(out_shape[2], win.stride, win.pad_begin, win.dilation, win.kernel)
-        states[node.output[0]] = self.seq_state(support, 2, out_shape[1:])
-        sensing = self.plan.sensing if node.op_type == "Conv" else "spike"
+        if rank == 4 and node.op_type != "Conv" and self.height_padded(node):
+            return None
+        win = window_1d(node, st.dims[-1], out_shape[-1], int(kernel[-1]))
+        support = st.support.through_window(out_shape[-1], win.stride, win.pad_begin, win.dilation, win.kernel)
+        states[node.output[0]] = self.seq_state(support, rank - 1, out_shape[1:])
+        sensing = self.plan.sensing if node.op_type == "Conv" and rank == 3 else "spike"
         impl = "conv"
-        if node.op_type == "Conv" and sensing == "spike" and self.taps_pay_off(node, st.dims[0], out_shape[1], win):
+        if node.op_type == "Conv" and sensing == "spike" and rank == 3 and \
+                self.taps_pay_off(node, st.dims[0], out_shape[1], win):
             impl = "taps"
         return NodePlan(node, "window", sensing=sensing, conv_impl=impl, width=support.max_width)
+
+    @staticmethod
+    def height_padded(node: onnx.NodeProto) -> bool:
+        pads = attr(node, "pads") or [0, 0, 0, 0]
+        return bool(pads[0] or pads[2])
 
     @staticmethod
     def taps_pay_off(node: onnx.NodeProto, c_in: int, c_out: int, win) -> bool:
@@ -315,7 +411,7 @@ class _Analyzer:
             if not isinstance(st, SeqState):
                 continue
             p_in = max(states[n].probes for n in node.input if isinstance(states.get(n), SeqState))
-            if np_.rule == "elementwise":
+            if np_.rule in ("elementwise", "positional"):
                 st.probes = max(p_in, max(st.slots, 1))
             elif np_.sensing == "gaussian":
                 need = max(math.ceil(plan.alpha * st.slots), self.segment_slots(self.segment(out)))
@@ -371,7 +467,7 @@ class _Analyzer:
             if len(users) != 1 or name in self.output_names:
                 return chain
             user = by_node[id(users[0])]
-            if user.rule not in ("elementwise", "window") or user.node.op_type == "Conv":
+            if user.rule not in ("elementwise", "positional", "window") or user.node.op_type == "Conv":
                 return chain
             if [n for n in user.node.input if n in states] != [name]:
                 return chain
@@ -395,16 +491,19 @@ class _Analyzer:
                 continue
             plan.reference_flops += per_seq
             np_.naive_flops = m * per_seq
-            if np_.rule in ("per-mutant", "fallback"):
+            if np_.rule in ("per-mutant", "fallback", "exit"):
                 np_.converted_flops = np_.floor_flops = m * per_seq
             elif np_.rule == "window" and node.op_type == "Conv":
                 out = states[node.output[0]]
-                per_position = per_seq // max(out.dims[1], 1)
+                per_position = per_seq // max(out.dims[out.seq_axis - 1], 1)
                 np_.floor_flops = int(s * out.support.widths.sum()) * per_position
                 np_.converted_flops = out.probes * per_seq
                 if np_.sensing == "gaussian":
                     cin = states[node.input[0]].dims
                     np_.converted_flops += 2 * out.probes ** 2 * prod(cin) + 2 * out.probes * out.slots * prod(out.dims)
+            elif np_.rule == "reduce-exit":
+                src = states[node.input[0]]
+                np_.floor_flops = np_.converted_flops = int(s * src.support.widths.sum()) * prod(src.dims) // max(src.dims[src.seq_axis - 1], 1)
             elif np_.rule == "dense-exit":
                 src = states[states[node.input[0]].source]
                 per_position = per_seq // max(src.dims[src.seq_axis - 1], 1)

@@ -22,6 +22,8 @@ BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", 
 #: the op applied to the delta (no bias).
 LINEAR_WINDOW_OPS = {"Conv", "AveragePool"}
 WINDOW_OPS = {"Conv", "AveragePool", "MaxPool"}
+#: Ops that move, select or concatenate positions and axes (see :mod:`yuzu_onnx.positional`).
+POSITIONAL_OPS = {"Transpose", "Squeeze", "Unsqueeze", "Slice", "Pad", "Concat"}
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):
@@ -43,9 +45,9 @@ class Window1D:
 
 
 def window_1d(node: onnx.NodeProto, in_length: int, out_length: int, kernel: int) -> Window1D:
-    """Window parameters of a 1-D Conv/pool, resolving ``auto_pad``."""
-    stride = int((attr(node, "strides") or [1])[0])
-    dilation = int((attr(node, "dilations") or [1])[0])
+    """Window parameters along the last spatial axis of a Conv/pool, resolving ``auto_pad``."""
+    stride = int((attr(node, "strides") or [1])[-1])
+    dilation = int((attr(node, "dilations") or [1])[-1])
     auto_pad = attr(node, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -54,7 +56,8 @@ def window_1d(node: onnx.NodeProto, in_length: int, out_length: int, kernel: int
     elif auto_pad == "VALID":
         pad_begin = 0
     else:
-        pad_begin = int((attr(node, "pads") or [0, 0])[0])
+        pads = attr(node, "pads") or [0, 0]
+        pad_begin = int(pads[len(pads) // 2 - 1])
     return Window1D(kernel, stride, dilation, pad_begin)
 
 

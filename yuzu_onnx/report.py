@@ -7,8 +7,11 @@ from .analyze import Plan, SeqState
 _RULE_LABEL = {
     "elementwise": "probe elementwise",
     "window": "probe window",
+    "positional": "probe positional",
     "flatten": "flatten (into dense)",
     "dense-exit": "dense exit",
+    "reduce-exit": "reduce exit",
+    "exit": "exit (materialized)",
     "per-mutant": "per mutant",
     "fallback": "FALLBACK (materialized)",
 }

@@ -16,7 +16,7 @@ from onnx import helper
 from ..analyze import Plan
 from ..graph_builder import GraphBuilder
 from .context import EmitContext
-from .dense import emit_dense_exit
+from .exits import emit_dense_exit, emit_reduce_exit
 from .materialize import emit_per_mutant
 from .outputs import emit_ism_output, ism_output_name
 from .probes import encode_input
@@ -25,7 +25,10 @@ from .window import emit_on_probes
 _RULES = {
     "elementwise": emit_on_probes,
     "window": emit_on_probes,
+    "positional": emit_on_probes,
     "dense-exit": emit_dense_exit,
+    "reduce-exit": emit_reduce_exit,
+    "exit": emit_per_mutant,
     "per-mutant": emit_per_mutant,
     "fallback": emit_per_mutant,
 }

@@ -1,0 +1,164 @@
+"""Rules for general graphs on hand-built models: residual adds, concatenation, crops, pads,
+axis moves (channels-last, tf2onnx's 2-D Conv1D form), depthwise convs, global pooling exits,
+softmax heads and several outputs, each against the naive oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from yuzu_onnx import naive_ism, run_ism
+from yuzu_onnx.convert import convert
+
+from conftest import assert_ism_close
+
+L = 33
+RNG_SEED = 5
+
+
+class Net:
+    """Tiny graph builder with random weights."""
+
+    def __init__(self, seed: int = RNG_SEED):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def w(self, *shape, scale: float | None = None) -> str:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        value = self.rng.standard_normal(shape) * (scale if scale is not None else 1 / np.sqrt(fan_in))
+        return self.const(value.astype(np.float32))
+
+    def const(self, value) -> str:
+        self.count += 1
+        name = f"c{self.count}"
+        arr = np.asarray(value)
+        self.inits.append(numpy_helper.from_array(arr.astype(np.int64) if arr.dtype.kind == "i" else arr, name))
+        return name
+
+    def op(self, op_type: str, inputs, **attrs) -> str:
+        self.count += 1
+        out = f"t{self.count}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"{op_type}_{self.count}", **attrs))
+        return out
+
+    def conv(self, x: str, c_in: int, c_out: int, k: int, **attrs) -> str:
+        return self.op("Conv", [x, self.w(c_out, c_in // attrs.get("group", 1), k), self.w(c_out, scale=0.5)], **attrs)
+
+    def model(self, inputs: dict[str, list], outputs: dict[str, str]) -> onnx.ModelProto:
+        graph_inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in inputs.items()]
+        probe = helper.make_model(helper.make_graph(self.nodes, "net", graph_inputs, [], self.inits),
+                                  opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+        shapes = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(probe).graph.value_info}
+        graph_outputs = []
+        for name, out in outputs.items():
+            self.nodes.append(helper.make_node("Identity", [out], [name]))
+            vi = onnx.ValueInfoProto()
+            vi.CopyFrom(shapes[out])
+            vi.name = name
+            graph_outputs.append(vi)
+        graph = helper.make_graph(self.nodes, "net", graph_inputs, graph_outputs, self.inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+def residual():
+    n = Net()
+    h = n.op("Relu", [n.conv("x", 4, 8, 5, pads=[2, 2])])
+    r = n.op("Add", [h, n.op("Relu", [n.conv(h, 8, 8, 3, pads=[2, 2], dilations=[2])])])
+    return n.model({"x": ["N", 4, L]}, {"y": n.conv(r, 8, 2, 9, pads=[4, 4])})
+
+
+def concat_channels():
+    n = Net()
+    a = n.op("Relu", [n.conv("x", 4, 6, 3, pads=[1, 1])])
+    b = n.op("Tanh", [n.conv("x", 4, 5, 7, pads=[3, 3])])
+    cat = n.op("Concat", [a, b], axis=1)
+    return n.model({"x": ["N", 4, L]}, {"y": n.conv(cat, 11, 3, 3)})
+
+
+def chrombpnet_crop():
+    """Valid convs with center-cropped residuals, then concat along length and a pad."""
+    n = Net()
+    c1 = n.op("Relu", [n.conv("x", 4, 8, 5)])  # L-4
+    c2 = n.op("Relu", [n.conv(c1, 8, 8, 3, dilations=[2])])  # L-8
+    crop = n.op("Slice", [c1, n.const([2]), n.const([L - 6]), n.const([2])])
+    res = n.op("Add", [c2, crop])
+    padded = n.op("Pad", [res, n.const([0, 0, 3, 0, 0, 1])])
+    return n.model({"x": ["N", 4, L]}, {"y": n.conv(padded, 8, 2, 5)})
+
+
+def channels_last():
+    n = Net()
+    t = n.op("Transpose", ["x"], perm=[0, 2, 1])
+    h = n.op("Relu", [n.conv(t, 4, 6, 5, pads=[2, 2])])
+    back = n.op("Transpose", [h], perm=[0, 2, 1])  # (N, L, 6)
+    flat = n.op("Flatten", [back], axis=1)
+    return n.model({"x": ["N", L, 4]}, {"y": n.op("MatMul", [flat, n.w(L * 6, 3)])})
+
+
+def tf2onnx_conv1d():
+    """Keras Conv1D/MaxPooling1D as tf2onnx writes them: 2-D ops with a unit height."""
+    n = Net()
+    u = n.op("Unsqueeze", ["x", n.const([1])])  # (N, 1, L, 4)
+    t = n.op("Transpose", [u], perm=[0, 3, 1, 2])  # (N, 4, 1, L)
+    c = n.op("Conv", [t, n.w(6, 4, 1, 5), n.w(6, scale=0.5)], kernel_shape=[1, 5], pads=[0, 2, 0, 2])
+    p = n.op("MaxPool", [n.op("Relu", [c])], kernel_shape=[1, 2], strides=[1, 2])
+    s = n.op("Squeeze", [p, n.const([2])])  # (N, 6, L//2)
+    back = n.op("Transpose", [s], perm=[0, 2, 1])
+    flat = n.op("Reshape", [back, n.const([-1, (L // 2) * 6])])
+    return n.model({"x": ["N", L, 4]}, {"y": n.op("Sigmoid", [n.op("MatMul", [flat, n.w((L // 2) * 6, 3)])])})
+
+
+def depthwise():
+    n = Net()
+    h = n.op("Relu", [n.conv("x", 4, 8, 3, pads=[1, 1])])
+    d = n.conv(h, 8, 8, 5, pads=[2, 2], group=8)
+    return n.model({"x": ["N", 4, L]}, {"y": n.conv(n.op("Elu", [d]), 8, 2, 3)})
+
+
+def heads():
+    """BPNet-like: a softmax profile head and a counts head from global pooling, plus a
+    ReduceSum head."""
+    n = Net()
+    h = n.op("Relu", [n.conv("x", 4, 8, 7, pads=[3, 3])])
+    profile = n.op("Softmax", [n.conv(h, 8, 2, 5, pads=[2, 2])], axis=2)
+    gap = n.op("Flatten", [n.op("GlobalAveragePool", [h])], axis=1)
+    counts = n.op("Gemm", [gap, n.w(8, 2)])
+    total = n.op("ReduceSum", [h, n.const([2])], keepdims=0)
+    return n.model({"x": ["N", 4, L]}, {"profile": profile, "counts": counts, "total": total})
+
+
+CASES = {f.__name__: f for f in (residual, concat_channels, chrombpnet_crop, channels_last, tf2onnx_conv1d,
+                                 depthwise, heads)}
+
+
+def _one_hot(layout: str, seed: int = 0) -> np.ndarray:
+    x = np.eye(4, dtype=np.float32)[np.random.default_rng(seed).integers(0, 4, (2, L))]
+    return np.ascontiguousarray(x if layout == "NLC" else x.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("region", [(0, L), (L - 5, L), (0, 4)], ids=["full", "last", "first"])
+@pytest.mark.parametrize("subs", ["alt", "all"])
+@pytest.mark.parametrize("case", CASES)
+def test_accelerated_and_exact(case, subs, region):
+    model = CASES[case]()
+    start, end = region
+    converted, plan = convert(model, start=start, end=end, substitutions=subs, return_plan=True)
+    assert not [n for n in plan.nodes if n.rule == "fallback"], plan.nodes
+    assert any(n.rule == "window" for n in plan.nodes)
+    layout = plan.seq.layout
+    X = _one_hot(layout)
+    got = run_ism(converted, X)
+    expected = naive_ism(model, X, start=start, end=end, layout=layout)
+    assert len(got) == len(expected) == len(model.graph.output)
+    for (y0, y_hat), (r0, r_hat) in zip(got, expected):
+        np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
+        assert_ism_close(y_hat, r_hat, r0, start=start)
+
+
+def test_layouts_detected():
+    assert convert(channels_last(), return_plan=True)[1].seq.layout == "NLC"
+    assert convert(residual(), return_plan=True)[1].seq.layout == "NCL"
