@@ -162,3 +162,59 @@ def test_accelerated_and_exact(case, subs, region):
 def test_layouts_detected():
     assert convert(channels_last(), return_plan=True)[1].seq.layout == "NLC"
     assert convert(residual(), return_plan=True)[1].seq.layout == "NCL"
+
+
+def side_inputs():
+    """A second, sequence-independent input (a coverage track and a per-sequence covariate)
+    that meets the sequence path both in probe form and after the dense exit."""
+    n = Net()
+    track = n.conv("track", 1, 6, 3, pads=[1, 1])
+    h = n.op("Relu", [n.op("Add", [n.conv("x", 4, 6, 5, pads=[2, 2]), track])])
+    flat = n.op("Flatten", [n.conv(h, 6, 2, 3, pads=[1, 1])], axis=1)
+    dense = n.op("Gemm", [flat, n.w(2 * L, 3)])
+    joined = n.op("Concat", [dense, "covariate"], axis=1)
+    return n.model({"x": ["N", 4, L], "track": ["N", 1, L], "covariate": ["N", 2]},
+                   {"y": n.op("Gemm", [joined, n.w(5, 2)])})
+
+
+def test_side_inputs_pass_through():
+    model = side_inputs()
+    converted, plan = convert(model, start=3, end=20, return_plan=True)
+    assert plan.seq.name == "x"
+    assert not [n for n in plan.nodes if n.rule == "fallback"]
+    rng = np.random.default_rng(1)
+    X = _one_hot("NCL")
+    feeds = {"track": rng.standard_normal((2, 1, L)).astype(np.float32),
+             "covariate": rng.standard_normal((2, 2)).astype(np.float32)}
+    import onnxruntime as ort
+    sess = ort.InferenceSession(converted.SerializeToString(), providers=["CPUExecutionProvider"])
+    y0, y_hat = sess.run(None, {"x": X, **feeds})
+    # oracle: run the original model on every mutant with the side inputs repeated
+    orig = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    r0 = orig.run(None, {"x": X, **feeds})[0]
+    np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
+    for n in range(2):
+        for i in range(3, 20):
+            for a in range(4):
+                mutant = X[n:n + 1].copy()
+                mutant[0, :, i] = np.eye(4, dtype=np.float32)[a]
+                ref = orig.run(None, {"x": mutant, "track": feeds["track"][n:n + 1],
+                                      "covariate": feeds["covariate"][n:n + 1]})[0][0]
+                np.testing.assert_allclose(y_hat[n, a, i - 3], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_outputs_subset_prunes_other_heads():
+    model = heads()
+    converted, plan = convert(model, outputs=["counts"], return_plan=True)
+    assert [o.name for o in converted.graph.output] == ["counts", "counts_ism"]
+    assert "Softmax" not in {n.node.op_type for n in plan.nodes}
+    X = _one_hot("NCL")
+    (y0, y_hat), = run_ism(converted, X)
+    r0, r_hat = naive_ism(model, X)[1]  # counts is the second output of the full model
+    assert_ism_close(y_hat, r_hat, r0)
+
+
+def test_unknown_output_is_named():
+    from yuzu_onnx.errors import UnsupportedModelError
+    with pytest.raises(UnsupportedModelError, match="no output named 'nope'.*profile, counts, total"):
+        convert(heads(), outputs=["nope"])

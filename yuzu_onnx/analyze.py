@@ -90,6 +90,9 @@ class Plan:
     nodes: list[NodePlan]
     outputs: list[str]
     reference_flops: int = 0
+    #: Tensors computed from the model's other (non-sequence) inputs: they carry the batch axis
+    #: and are repeated over probes or mutants wherever they meet sequence-dependent tensors.
+    side: set[str] = field(default_factory=set)
 
     @property
     def subs(self) -> int:
@@ -153,6 +156,8 @@ class _Analyzer:
         plan = self.plan
         seq = plan.seq
         dims = (seq.alphabet, seq.length) if seq.layout == "NCL" else (seq.length, seq.alphabet)
+        inits = {t.name for t in self.graph.initializer}
+        plan.side = {i.name for i in self.graph.input if i.name != seq.name and i.name not in inits}
         plan.states[seq.name] = self.seq_state(Support.for_input(seq.length, plan.start, plan.end),
                                                seq.seq_axis, dims)
         for node in self.graph.node:
@@ -169,6 +174,8 @@ class _Analyzer:
         states = self.plan.states
         dep = [n for n in node.input if n in states]
         if not dep:
+            if any(n in self.plan.side for n in node.input):
+                self.plan.side.update(o for o in node.output if o)
             return NodePlan(node, "reference")
         kinds = {type(states[n]) for n in dep}
         if kinds == {SeqState}:
@@ -318,9 +325,13 @@ class _Analyzer:
             return None
         for name in node.input:
             if name and name not in dep:
+                cshape = self.shape(name) or []
+                if name in self.plan.side:
+                    if len(cshape) != len(first.dims) + 1 or None in cshape[1:]:
+                        return None
+                    continue
                 if name not in self.inits:
                     return None  # a sequence-independent tensor computed in-graph; keep it simple
-                cshape = self.shape(name) or []
                 if len(cshape) > len(first.dims) + 1 or (len(cshape) == len(first.dims) + 1 and cshape[0] != 1):
                     return None
         states[out] = self.seq_state(support, first.seq_axis, first.dims)

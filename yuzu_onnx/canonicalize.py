@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper, shape_inference
 
+from .errors import UnsupportedModelError
 from .load import SequenceInput, static_dims
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ class TensorInfo:
     dtype: np.dtype | None
 
 
-def canonicalize(model: onnx.ModelProto, seq: SequenceInput) -> tuple[onnx.ModelProto, dict[str, TensorInfo]]:
+def canonicalize(model: onnx.ModelProto, seq: SequenceInput,
+                 outputs: Sequence[str] | None = None) -> tuple[onnx.ModelProto, dict[str, TensorInfo]]:
     """Return the canonical model and the shape/dtype of each of its tensors.
 
     Parameters
@@ -40,8 +43,12 @@ def canonicalize(model: onnx.ModelProto, seq: SequenceInput) -> tuple[onnx.Model
         A checked model (see :func:`yuzu_onnx.load.load_model`); it is not modified.
     seq : SequenceInput
         The sequence input found by the load pass.
+    outputs : sequence of str, optional
+        Keep only these outputs; nodes that only feed the others are pruned.
     """
     model = _copy(model)
+    if outputs is not None:
+        _select_outputs(model, outputs)
     _make_batch_dynamic(model, seq.name)
     model = _fold_constants(model)
     _remove_identities(model)
@@ -58,6 +65,17 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
+
+
+def _select_outputs(model: onnx.ModelProto, outputs: Sequence[str]) -> None:
+    available = [o.name for o in model.graph.output]
+    missing = [o for o in outputs if o not in available]
+    if missing or not outputs:
+        raise UnsupportedModelError(f"model has no output named {', '.join(map(repr, missing)) or '(none given)'} "
+                                    f"(outputs: {', '.join(available)})")
+    keep = [o for o in model.graph.output if o.name in set(outputs)]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)  # the constant-folding cleanup prunes what no output needs
 
 
 def _make_batch_dynamic(model: onnx.ModelProto, input_name: str) -> None:

@@ -70,6 +70,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                         "character at every position (needed for N columns or soft encodings)")
     p.add_argument("--input", dest="input_name", help="name of the sequence input (default: detected)")
     p.add_argument("--layout", choices=["NCL", "NLC"], help="layout of the sequence input (default: detected)")
+    p.add_argument("--outputs", nargs="+", metavar="NAME",
+                   help="convert only these outputs (prunes branches only the others need)")
     p.add_argument("--verify", type=int, default=0, metavar="N",
                    help="after converting, compare with naive ISM on N random sequences")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the plan table")
@@ -83,7 +85,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", ConversionWarning)
         model, plan = convert(args.model, start=args.start, end=args.end, sensing=args.sensing,
                               alpha=args.alpha, seed=args.seed, substitutions=args.substitutions,
-                              input_name=args.input_name, layout=args.layout, return_plan=True)
+                              input_name=args.input_name, layout=args.layout, outputs=args.outputs,
+                              return_plan=True)
     seconds = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import onnx
 
 from .analyze import Plan, analyze
@@ -18,7 +20,7 @@ DEFAULT_ALPHA = 1.5
 def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
                     sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
                     substitutions: str = "alt", input_name: str | None = None,
-                    layout: str | None = None) -> Plan:
+                    layout: str | None = None, outputs: Sequence[str] | None = None) -> Plan:
     """Run the load, canonicalize and analyze passes; see :func:`convert` for parameters."""
     if sensing not in SENSING:
         raise ValueError(f"sensing must be one of {SENSING}, got {sensing!r}")
@@ -32,7 +34,7 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
     if not 0 <= start < end <= seq.length:
         raise ValueError(f"region start={start}, end={end} is not inside the sequence of length {seq.length} "
                          "(need 0 <= start < end <= length)")
-    canonical, infos = canonicalize(proto, seq)
+    canonical, infos = canonicalize(proto, seq, outputs)
     return analyze(canonical, infos, seq, start=start, end=end, substitutions=substitutions,
                    sensing="spike" if sensing == "structured" else "gaussian", alpha=alpha, seed=seed)
 
@@ -40,7 +42,8 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
 def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
             sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
             substitutions: str = "alt", input_name: str | None = None,
-            layout: str | None = None, return_plan: bool = False):
+            layout: str | None = None, outputs: Sequence[str] | None = None,
+            return_plan: bool = False):
     """Convert a sequence model into one ONNX graph that computes exact ISM.
 
     Parameters
@@ -61,6 +64,9 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
         only). ``all``: every character at every position (any input, e.g. N columns).
     input_name, layout : str, optional
         Override the detected sequence input and its layout (``"NCL"`` or ``"NLC"``).
+        Other inputs pass through unchanged (fed as in the original model).
+    outputs : sequence of str, optional
+        Convert only these outputs; branches only the others need are pruned.
     return_plan : bool
         Also return the :class:`~yuzu_onnx.analyze.Plan` (for the plan table).
 
@@ -72,7 +78,8 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
         sequence ``n`` with position ``start + i`` set to character ``a``.
     """
     plan = plan_conversion(model, start=start, end=end, sensing=sensing, alpha=alpha, seed=seed,
-                           substitutions=substitutions, input_name=input_name, layout=layout)
+                           substitutions=substitutions, input_name=input_name, layout=layout,
+                           outputs=outputs)
     converted = emit(plan)
     try:
         onnx.checker.check_model(converted)

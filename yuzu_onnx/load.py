@@ -131,12 +131,16 @@ def find_sequence_input(model: onnx.ModelProto, input_name: str | None = None,
             names = ", ".join(i.name for i in inputs) or "none"
             raise UnsupportedModelError(f"model has no input named {input_name!r} (inputs: {names})")
     else:
-        chosen = [i for i in inputs if len(static_dims(i)) == 3]
+        chosen = [i for i in inputs if len(static_dims(i)) == 3 and _alphabet_axes(static_dims(i))]
+        if len(chosen) > 1:  # prefer DNA / protein alphabets
+            common = [i for i in chosen if {4, 20} & set(_alphabet_axes(static_dims(i)))]
+            chosen = common if len(common) == 1 else chosen
         if len(chosen) != 1:
             desc = ", ".join(f"{i.name} {static_dims(i)}" for i in inputs) or "none"
             raise UnsupportedModelError(
                 "cannot tell which input is the one-hot sequence: expected exactly one rank-3 "
-                f"input (batch, alphabet, length) or (batch, length, alphabet); inputs: {desc}")
+                f"input (batch, alphabet, length) or (batch, length, alphabet); inputs: {desc}; "
+                "name it with --input")
     vi = chosen[0]
     dims = static_dims(vi)
     if len(dims) != 3:
@@ -154,6 +158,11 @@ def find_sequence_input(model: onnx.ModelProto, input_name: str | None = None,
         raise UnsupportedModelError(
             f"input {vi.name!r} has shape {dims}: the alphabet and length axes must be static")
     return SequenceInput(vi.name, layout, int(alphabet), int(length), dtype)
+
+
+def _alphabet_axes(dims: list[int | None]) -> list[int]:
+    """Sizes of the axes 1 and 2 that could hold a one-hot alphabet."""
+    return [d for d in dims[1:] if d is not None and 2 <= d <= MAX_ALPHABET]
 
 
 def _detect_layout(name: str, dims: list[int | None]) -> str:

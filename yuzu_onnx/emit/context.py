@@ -34,6 +34,7 @@ class EmitContext:
         self.probe: dict[tuple[str, int], str] = {}
         self.mut: dict[str, str] = {}
         self._ref_b: dict[str, str] = {}
+        self._repeated: dict[tuple[str, int], str] = {}
 
     def state(self, name: str):
         return self.plan.states.get(name)
@@ -57,6 +58,17 @@ class EmitContext:
         if name not in self._ref_b:
             self._ref_b[name] = self.b.unsqueeze(name, [1], "ref")
         return self._ref_b[name]
+
+    def repeat_side(self, name: str, count: int) -> str:
+        """A batch-carrying tensor that does not depend on the sequence, repeated ``count`` times
+        per sequence to match probe or mutant batches: ``(N, *dims)`` -> ``(N*count, *dims)``."""
+        key = (name, count)
+        if key not in self._repeated:
+            dims = [int(d) for d in self.plan.infos[name].shape[1:]]
+            b = self.b
+            expanded = b.op("Expand", [b.unsqueeze(name, [1], "side_b"), b.ints([1, count] + [1] * len(dims))], "side")
+            self._repeated[key] = b.reshape(expanded, [-1, *dims], "side")
+        return self._repeated[key]
 
     def unfold(self, folded: str, name: str, probes: int) -> str:
         """``(N*P, *dims)`` -> ``(N, P, *dims)``."""

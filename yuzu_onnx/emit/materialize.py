@@ -43,6 +43,8 @@ def emit_per_mutant(ctx: EmitContext, np_: NodePlan) -> None:
             inputs.append(materialize(ctx, name))
         elif ctx.is_mut(name):
             inputs.append(ctx.mut[name])
+        elif name in ctx.plan.side:
+            inputs.append(ctx.repeat_side(name, ctx.plan.mutants))
         else:
             inputs.append(name)
     outputs = []

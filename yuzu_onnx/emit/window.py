@@ -27,7 +27,8 @@ def emit_on_probes(ctx: EmitContext, np_: NodePlan) -> None:
     if np_.sensing == "gaussian":
         _gaussian_conv(ctx, np_)
         return
-    inputs = [reprobe(ctx, name, np_.probes) if ctx.is_seq(name) else name for name in node.input]
+    inputs = [reprobe(ctx, name, np_.probes) if ctx.is_seq(name)
+              else ctx.repeat_side(name, np_.probes) if name in ctx.plan.side else name for name in node.input]
     if np_.conv_impl == "taps":
         ctx.probe[(node.output[0], np_.probes)] = _conv_as_taps(ctx, node, inputs[0])
         return
