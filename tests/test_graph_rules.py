@@ -218,3 +218,21 @@ def test_unknown_output_is_named():
     from yuzu_onnx.errors import UnsupportedModelError
     with pytest.raises(UnsupportedModelError, match="no output named 'nope'.*profile, counts, total"):
         convert(heads(), outputs=["nope"])
+
+
+@pytest.mark.parametrize("attrs", [dict(strides=[2], pads=[1, 1], output_padding=[1]),
+                                   dict(strides=[3], dilations=[2]),
+                                   dict(strides=[2], auto_pad="SAME_UPPER"),
+                                   dict(strides=[2], auto_pad="SAME_LOWER")],
+                         ids=["pads", "dilated", "same_upper", "same_lower"])
+def test_conv_transpose(attrs):
+    n = Net()
+    h = n.op("Relu", [n.conv("x", 4, 6, 5, strides=[2])])
+    up = n.op("ConvTranspose", [h, n.w(6, 3, 5), n.w(3, scale=0.5)], **attrs)  # odd total SAME padding
+    model = n.model({"x": ["N", 4, L]}, {"y": n.conv(n.op("Tanh", [up]), 3, 2, 3)})
+    converted, plan = convert(model, start=2, end=L, return_plan=True)
+    assert [n.rule for n in plan.nodes if n.node.op_type == "ConvTranspose"] == ["window"]
+    X = _one_hot("NCL")
+    (y0, y_hat), = run_ism(converted, X)
+    (r0, r_hat), = naive_ism(model, X, start=2, end=L)
+    assert_ism_close(y_hat, r_hat, r0, start=2)

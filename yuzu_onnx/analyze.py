@@ -31,7 +31,7 @@ from .errors import UnsupportedModelError
 from .load import SequenceInput
 from . import positional
 from .ops import (BINARY_ELEMENTWISE, POSITIONAL_OPS, LINEAR_WINDOW_OPS, UNARY_ELEMENTWISE, WINDOW_OPS, attr,
-                  conv_flops, prod, window_1d)
+                  conv_flops, prod, transposed_window_1d, window_1d)
 from .support import Support
 
 
@@ -352,7 +352,7 @@ class _Analyzer:
         if st.seq_axis != rank - 1 or rank not in (3, 4) or (rank == 4 and (st.dims[1] != 1 or out_shape[2] != 1)):
             return None
         kernel = attr(node, "kernel_shape")
-        if node.op_type == "Conv":
+        if node.op_type in ("Conv", "ConvTranspose"):
             w = self.shape(node.input[1])
             if node.input[1] not in self.inits or w is None:
                 return None
@@ -361,11 +361,20 @@ class _Analyzer:
             return None
         if rank == 4 and node.op_type != "Conv" and self.height_padded(node):
             return None
-        win = window_1d(node, st.dims[-1], out_shape[-1], int(kernel[-1]))
-        support = st.support.through_window(out_shape[-1], win.stride, win.pad_begin, win.dilation, win.kernel)
+        if node.op_type == "ConvTranspose":
+            win = transposed_window_1d(node, st.dims[-1], out_shape[-1], int(kernel[-1]))
+            if win is None:
+                return None
+            support = st.support.through_transposed_window(out_shape[-1], win.stride, win.pad_begin,
+                                                           win.dilation, win.kernel)
+        else:
+            win = window_1d(node, st.dims[-1], out_shape[-1], int(kernel[-1]))
+            support = st.support.through_window(out_shape[-1], win.stride, win.pad_begin, win.dilation, win.kernel)
         states[node.output[0]] = self.seq_state(support, rank - 1, out_shape[1:])
         sensing = self.plan.sensing if node.op_type == "Conv" and rank == 3 else "spike"
         impl = "conv"
+        if node.op_type == "ConvTranspose":
+            sensing = "spike"
         if node.op_type == "Conv" and sensing == "spike" and rank == 3 and \
                 self.taps_pay_off(node, st.dims[0], out_shape[1], win):
             impl = "taps"
@@ -528,6 +537,11 @@ class _Analyzer:
             if x is None or w is None or y is None or None in w or None in y[1:]:
                 return 0
             return conv_flops(int(x[1]), int(w[0]), prod(y[2:]), prod(w[2:]), int(attr(node, "group", 1)))
+        if op == "ConvTranspose":
+            x, w = self.shape(node.input[0]), self.shape(node.input[1])
+            if x is None or w is None or None in w or None in x[1:]:
+                return 0
+            return 2 * prod(x[1:]) * prod(w[1:])
         if op in ("Gemm", "MatMul"):
             a, y = self.shape(node.input[0]), self.shape(node.output[0])
             if a is None or y is None or None in a[1:] or None in y[1:]:

@@ -21,7 +21,7 @@ BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", 
 #: Ops that are linear in their (single) sequence-dependent input: the delta of the output is
 #: the op applied to the delta (no bias).
 LINEAR_WINDOW_OPS = {"Conv", "AveragePool"}
-WINDOW_OPS = {"Conv", "AveragePool", "MaxPool"}
+WINDOW_OPS = {"Conv", "ConvTranspose", "AveragePool", "MaxPool"}
 #: Ops that move, select or concatenate positions and axes (see :mod:`yuzu_onnx.positional`).
 POSITIONAL_OPS = {"Transpose", "Squeeze", "Unsqueeze", "Slice", "Pad", "Concat"}
 
@@ -55,6 +55,25 @@ def window_1d(node: onnx.NodeProto, in_length: int, out_length: int, kernel: int
         pad_begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
     elif auto_pad == "VALID":
         pad_begin = 0
+    else:
+        pads = attr(node, "pads") or [0, 0]
+        pad_begin = int(pads[len(pads) // 2 - 1])
+    return Window1D(kernel, stride, dilation, pad_begin)
+
+
+def transposed_window_1d(node: onnx.NodeProto, in_length: int, out_length: int, kernel: int) -> Window1D | None:
+    """Window of a ConvTranspose along its last axis: input ``i`` feeds outputs
+    ``i*stride - pad_begin + t*dilation``; ``None`` when the padding cannot be told."""
+    stride = int((attr(node, "strides") or [1])[-1])
+    dilation = int((attr(node, "dilations") or [1])[-1])
+    auto_pad = attr(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    full = (in_length - 1) * stride + (kernel - 1) * dilation + 1 + int((attr(node, "output_padding") or [0])[-1])
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        total = max(full - out_length, 0)
+        pad_begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+    elif attr(node, "output_shape") is not None:
+        return None
     else:
         pads = attr(node, "pads") or [0, 0]
         pad_begin = int(pads[len(pads) // 2 - 1])

@@ -78,6 +78,20 @@ class Support:
         empty = lo > hi
         return Support(np.where(empty, _EMPTY_LO, lo), np.where(empty, -1, hi))
 
+    def through_transposed_window(self, out_length: int, stride: int, pad_begin: int, dilation: int,
+                                  kernel: int) -> "Support":
+        """Support after a transposed conv: input ``i`` adds into outputs
+        ``i*stride - pad_begin + t*dilation``."""
+        lo = np.full(out_length, _EMPTY_LO, dtype=np.int64)
+        hi = np.full(out_length, -1, dtype=np.int64)
+        i = np.arange(self.length, dtype=np.int64)
+        for t in range(kernel):
+            j = i * stride - pad_begin + t * dilation
+            ok = (j >= 0) & (j < out_length) & (self.widths > 0)
+            np.minimum.at(lo, j[ok], self.lo[ok])
+            np.maximum.at(hi, j[ok], self.hi[ok])
+        return Support(lo, hi)
+
     def mutant_position_pairs(self, subs_per_position: int) -> tuple[np.ndarray, np.ndarray]:
         """All ``(mutant, position)`` pairs where the mutant reaches the position.
 
