@@ -1,0 +1,84 @@
+"""The ``yuzu-onnx convert`` command end to end, and loading models with external data."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from yuzu_onnx import convert, naive_ism, run_ism
+from yuzu_onnx.cli import main
+
+from conftest import MODELS_DIR, assert_ism_close, random_one_hot
+
+EXAMPLE = MODELS_DIR / "toynet_L45_torchscript.onnx"
+
+
+def test_convert_writes_default_output_and_prints_plan(tmp_path, capsys):
+    src = tmp_path / "toy.onnx"
+    shutil.copy(EXAMPLE, src)
+    assert main(["convert", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert "probe window" in out and "predicted speedup" in out
+    written = tmp_path / "toy.ism.onnx"
+    assert written.is_file()
+    X = random_one_hot(2, 45, seed=3)
+    (y0, y_hat), = run_ism(str(written), X)
+    (r0, r_hat), = naive_ism(str(src), X)
+    assert_ism_close(y_hat, r_hat, r0)
+
+
+def test_convert_options_reach_the_model(tmp_path):
+    out = tmp_path / "o.ism.onnx"
+    assert main(["convert", str(EXAMPLE), "-o", str(out), "--start", "5", "--end", "17",
+                 "--substitutions", "all", "--sensing", "gaussian", "--alpha", "2", "--seed", "3", "-q"]) == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert (props["yuzu_onnx.start"], props["yuzu_onnx.end"]) == ("5", "17")
+    assert props["yuzu_onnx.substitutions"] == "all" and props["yuzu_onnx.sensing"] == "gaussian"
+
+
+def test_verify_prints_error_table(tmp_path, capsys):
+    assert main(["convert", str(EXAMPLE), "-o", str(tmp_path / "v.onnx"), "-q", "--verify", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "verified against naive ISM on 1 random sequences" in out and "Pearson r 1.0000" in out
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such file"), (b"not a protobuf at all", "not")])
+def test_bad_model_file_gives_one_line_error(tmp_path, capsys, content, message):
+    src = tmp_path / "bad.onnx"
+    if content is not None:
+        src.write_bytes(content)
+    assert main(["convert", str(src)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("yuzu-onnx: error:") and message in err[0] and "bad.onnx" in err[0]
+    assert not (tmp_path / "bad.ism.onnx").exists()
+    assert [p.name for p in tmp_path.iterdir()] == (["bad.onnx"] if content is not None else [])
+
+
+def test_bad_region_is_refused(capsys):
+    assert main(["convert", str(EXAMPLE), "--start", "40", "--end", "50", "-o", "/tmp/never.onnx"]) == 2
+    assert "region start=40, end=50" in capsys.readouterr().err
+    assert not Path("/tmp/never.onnx").exists()
+
+
+def test_console_script_help():
+    result = subprocess.run([sys.executable, "-m", "yuzu_onnx.cli", "convert", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--substitutions" in result.stdout and "--outputs" in result.stdout
+
+
+def test_external_data_model_converts(tmp_path):
+    model = onnx.load(str(MODELS_DIR / "basset_L101_torchscript.onnx"))
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.onnx.data", size_threshold=0)
+    assert (tmp_path / "ext.onnx.data").is_file()
+    converted = convert(path)
+    X = random_one_hot(2, 101, seed=4)
+    (y0, y_hat), = run_ism(converted, X)
+    (r0, r_hat), = naive_ism(str(MODELS_DIR / "basset_L101_torchscript.onnx"), X)
+    assert_ism_close(y_hat, r_hat, r0)
