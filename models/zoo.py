@@ -3,8 +3,12 @@
 Every model takes a one-hot encoded DNA sequence of shape ``(N, 4, L)`` and
 accepts a ``width`` multiplier applied to all channel counts and dense units
 (including the output heads of DeepSEA, Basset and Factorized Basset), so that
-tests can use tiny variants of the same architectures. The architectures
-follow the models benchmarked in the Yuzu paper (Schreiber et al., 2022).
+tests can use tiny variants of the same architectures. The first six
+architectures follow the models benchmarked in the Yuzu paper (Schreiber et
+al., 2022); the others add residual connections, valid (unpadded)
+convolutions with cropping, GELU / BatchNorm towers, self-attention and
+models with several outputs. A model with several outputs returns a tuple and
+names its outputs in the class attribute ``output_names``.
 
 This module only depends on PyTorch and can be imported by path.
 """
@@ -24,6 +28,11 @@ __all__ = [
     "Basset",
     "FactorizedBasset",
     "BPNet",
+    "BPNet9",
+    "ChromBPNet",
+    "ChromBPNetMini",
+    "Basenji",
+    "ConvAttention",
     "build",
     "random_one_hot",
 ]
@@ -217,6 +226,215 @@ class BPNet(nn.Sequential):
         super().__init__(*layers)
 
 
+class _Residual(nn.Module):
+    """``x + body(x)``, optionally center-cropping ``x`` to the length of ``body(x)``.
+
+    Parameters
+    ----------
+    body : torch.nn.Module
+        The residual branch.
+    crop : bool, optional
+        Center-crop the skip connection (for valid convolutions, which shorten ``body(x)``).
+    """
+
+    def __init__(self, body: nn.Module, crop: bool = False) -> None:
+        super().__init__()
+        self.body = body
+        self.crop = crop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.crop:
+            x = _center_crop(x, y.shape[-1])
+        return x + y
+
+
+def _center_crop(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Keep the central ``length`` positions of the last axis (the extra one, if odd, on the right)."""
+    start = (x.shape[-1] - length) // 2
+    return x[..., start:start + length]
+
+
+class BPNet9(nn.Module):
+    """BPNet (Avsec et al., 2021) with 9 residual dilated layers and two heads.
+
+    Conv 64 k21 + ReLU, then for dilation ``2**i`` (i = 1..9)
+    ``x = x + ReLU(Conv 64 k3 dilation 2**i)``, all "same" padded. Two outputs:
+    ``profile``, a 2-channel k75 "same" convolution of shape ``(N, 2, L)``, and
+    ``counts``, the tower output averaged over positions followed by a dense
+    layer 64 -> 2, of shape ``(N, 2)``.
+
+    Parameters
+    ----------
+    length : int
+        Sequence length (unused; kept for a uniform constructor signature).
+    width : float, optional
+        Multiplier for the 64 hidden filters; the heads keep 2 outputs.
+    """
+
+    output_names = ("profile", "counts")
+
+    def __init__(self, length: int, width: float = 1.0) -> None:
+        super().__init__()
+        c = _scaler(width)
+        self.stem = nn.Sequential(_conv(4, c(64), 21), nn.ReLU())
+        self.tower = nn.Sequential(*(
+            _Residual(nn.Sequential(_conv(c(64), c(64), 3, dilation=2**i), nn.ReLU())) for i in range(1, 10)
+        ))
+        self.profile = _conv(c(64), 2, 75)
+        self.counts = nn.Linear(c(64), 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.tower(self.stem(x))
+        return self.profile(h), self.counts(h.mean(dim=2))
+
+
+class ChromBPNet(nn.Module):
+    """ChromBPNet-style model (Pampari et al., 2024): valid convolutions with cropping.
+
+    Conv 64 k21 (valid) + ReLU, then ``n_dilated`` residual layers
+    ``x = crop(x) + ReLU(Conv 64 k3 dilation 2**i)`` (i = 1..n_dilated, valid,
+    the skip connection center-cropped to the shorter branch). Two outputs:
+
+    - ``profile``: Conv 64 -> 1 k75 (valid), center-cropped by ``trim``
+      positions on each side and flattened to ``(N, out_length)``;
+    - ``counts``: the tower output averaged over positions, then a dense
+      layer 64 -> 1, of shape ``(N, 1)``.
+
+    With the defaults (8 dilated layers, no trim) the valid convolutions
+    shorten the sequence by 20 + 2 * (2 + 4 + ... + 256) + 74 = 1114, so
+    ``out_length = L - 1114``: the standard 2114 bp input gives the 1000 bp
+    profile exactly, and the final crop is a no-op as in ChromBPNet.
+
+    Parameters
+    ----------
+    length : int
+        Sequence length (at least ``1115 + 2 * trim`` with the defaults).
+    width : float, optional
+        Multiplier for the 64 hidden filters; the heads keep 1 output.
+    n_dilated : int, optional
+        Number of residual dilated layers (dilations 2, 4, ..., ``2**n_dilated``).
+    trim : int, optional
+        Positions removed from each end of the profile by the final crop.
+    """
+
+    output_names = ("profile", "counts")
+
+    def __init__(self, length: int, width: float = 1.0, n_dilated: int = 8, trim: int = 0) -> None:
+        super().__init__()
+        c = _scaler(width)
+        shrink = 20 + 2 * sum(2**i for i in range(1, n_dilated + 1)) + 74 + 2 * trim
+        if length <= shrink:
+            raise ValueError(f"length {length} is too short for this model (need more than {shrink})")
+        self.out_length = length - shrink
+        self.stem = nn.Sequential(_conv(4, c(64), 21, padding=0), nn.ReLU())
+        self.tower = nn.Sequential(*(
+            _Residual(nn.Sequential(_conv(c(64), c(64), 3, padding=0, dilation=2**i), nn.ReLU()), crop=True)
+            for i in range(1, n_dilated + 1)
+        ))
+        self.profile = _conv(c(64), 1, 75, padding=0)
+        self.counts = nn.Linear(c(64), 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.tower(self.stem(x))
+        profile = _center_crop(self.profile(h), self.out_length).flatten(1)
+        return profile, self.counts(h.mean(dim=2))
+
+
+class ChromBPNetMini(ChromBPNet):
+    """Scaled-down :class:`ChromBPNet` for tests: 4 dilated layers and a real final crop.
+
+    Dilations 2, 4, 8, 16 and a profile cropped by 10 positions on each side,
+    so ``out_length = L - (20 + 60 + 74 + 20) = L - 174`` (e.g. 200 -> 26,
+    211 -> 37). Kernel sizes, cropped residuals and heads are ChromBPNet's.
+
+    Parameters
+    ----------
+    length : int
+        Sequence length (at least 175).
+    width : float, optional
+        Multiplier for the 64 hidden filters.
+    """
+
+    def __init__(self, length: int, width: float = 1.0) -> None:
+        super().__init__(length, width, n_dilated=4, trim=10)
+
+
+def _gelu_bn_conv(c_in: int, c_out: int, k: int, dilation: int = 1) -> list[nn.Module]:
+    """Basenji conv block body: GELU -> BatchNorm -> "same" Conv."""
+    return [nn.GELU(), nn.BatchNorm1d(c_in), _conv(c_in, c_out, k, dilation=dilation)]
+
+
+class Basenji(nn.Sequential):
+    """Basenji-style tower (Kelley et al., 2018), with exact (erf) GELUs.
+
+    Each block is GELU -> BatchNorm -> Conv ("same"), like Basenji's conv
+    blocks: Conv 64 k15 + MaxPool 2; two tower blocks Conv 80 k5 and Conv 96
+    k5, each + MaxPool 2; two dilated residual blocks (Conv 48 k3 dilation 2
+    resp. 4, then Conv 96 k1, Dropout, added to the block input); finally
+    GELU -> Conv k1 -> 8 tracks -> Softplus. Output ``(N, 8, L // 8)``
+    (each pool floors).
+
+    Parameters
+    ----------
+    length : int
+        Sequence length (unused; kept for a uniform constructor signature).
+    width : float, optional
+        Multiplier for the hidden filters; the 8 tracks are fixed.
+    """
+
+    def __init__(self, length: int, width: float = 1.0) -> None:
+        c = _scaler(width)
+        layers: list[nn.Module] = [*_gelu_bn_conv(4, c(64), 15), nn.MaxPool1d(2)]
+        c_in = c(64)
+        for n in (80, 96):
+            layers += [*_gelu_bn_conv(c_in, c(n), 5), nn.MaxPool1d(2)]
+            c_in = c(n)
+        for d in (2, 4):
+            layers.append(_Residual(nn.Sequential(
+                *_gelu_bn_conv(c_in, c(48), 3, dilation=d),
+                *_gelu_bn_conv(c(48), c_in, 1),
+                nn.Dropout(0.25),
+            )))
+        layers += [nn.GELU(), _conv(c_in, 8, 1), nn.Softplus()]
+        super().__init__(*layers)
+
+
+class ConvAttention(nn.Module):
+    """Convolution stem followed by one single-head self-attention block.
+
+    Conv 32 k7 "same" + ReLU + MaxPool 2, then, on the channels-last view
+    ``(N, L // 2, 32)``, ``h = h + O(softmax(Q K^T / sqrt(32)) V)`` with linear
+    maps Q, K, V, O (32 -> 32) and the softmax over positions; finally the
+    mean over positions and a dense layer 32 -> 3. Output ``(N, 3)``.
+
+    Parameters
+    ----------
+    length : int
+        Sequence length (unused; kept for a uniform constructor signature).
+    width : float, optional
+        Multiplier for the 32 hidden channels; the 3 outputs are fixed.
+    """
+
+    def __init__(self, length: int, width: float = 1.0) -> None:
+        super().__init__()
+        c = _scaler(width)
+        self.stem = nn.Sequential(_conv(4, c(32), 7), nn.ReLU(), nn.MaxPool1d(2))
+        self.query = nn.Linear(c(32), c(32))
+        self.key = nn.Linear(c(32), c(32))
+        self.value = nn.Linear(c(32), c(32))
+        self.out = nn.Linear(c(32), c(32))
+        self.head = nn.Linear(c(32), 3)
+        self.scale = c(32) ** -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x).transpose(1, 2)
+        q, k, v = self.query(h), self.key(h), self.value(h)
+        attn = torch.softmax(torch.matmul(q, k.transpose(1, 2)) * self.scale, dim=-1)
+        h = h + self.out(torch.matmul(attn, v))
+        return self.head(h.mean(dim=1))
+
+
 MODELS: dict[str, type[nn.Module]] = {
     "onelayer": OneLayer,
     "toynet": ToyNet,
@@ -224,6 +442,11 @@ MODELS: dict[str, type[nn.Module]] = {
     "basset": Basset,
     "factorized_basset": FactorizedBasset,
     "bpnet": BPNet,
+    "bpnet9": BPNet9,
+    "chrombpnet": ChromBPNet,
+    "chrombpnet_mini": ChromBPNetMini,
+    "basenji": Basenji,
+    "attention": ConvAttention,
 }
 
 
@@ -233,17 +456,59 @@ def random_one_hot(n: int, length: int, generator: torch.Generator | None = None
     return nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
 
 
+class _Captured(Exception):
+    """Raised by a forward hook to stop the forward pass once a layer's output is captured."""
+
+    def __init__(self, output: torch.Tensor) -> None:
+        super().__init__()
+        self.output = output
+
+
+def _layer_output(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Output of ``layer`` when ``model`` runs on ``x`` (the rest of the pass is skipped)."""
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        raise _Captured(output)
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        model(x)
+    except _Captured as captured:
+        return captured.output
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(layer).__name__} was not called by the model")
+
+
+def _call_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
+    """Convolution / linear layers of ``model`` in the order its forward pass first calls them."""
+    order: list[nn.Module] = []
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if module not in order:
+            order.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Linear))]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
 def _randomize(model: nn.Module, length: int, n_calibration: int = 16) -> None:
     """Give ``model`` random weights, drawn from the global torch RNG, in place.
 
     Convolution / linear weights start as N(0, 1 / fan_in). They are then
     calibrated on a batch of random one-hot sequences (LSUV-style): layer by
-    layer, each output channel / unit is rescaled and shifted to zero mean and
-    unit variance over the batch, so activations neither vanish nor explode
-    and the output varies with the input. BatchNorm layers get random running
+    layer, in the order the forward pass calls them, each output channel /
+    unit is rescaled and shifted to zero mean and unit variance over the batch
+    (convolutions: over sequences and positions; linear layers: over every
+    axis but the last), so activations neither vanish nor explode and the
+    output varies with the input. BatchNorm layers get random running
     statistics and affine parameters so that folding them is exercised.
 
-    The model must be a plain chain of its leaf modules (true for ``MODELS``).
+    Each layer must be called once per forward pass (true for ``MODELS``).
     """
     for m in model.modules():
         with torch.no_grad():
@@ -257,20 +522,15 @@ def _randomize(model: nn.Module, length: int, n_calibration: int = 16) -> None:
                 m.bias.normal_(0.0, 0.2)
     model.eval()
     x = random_one_hot(n_calibration, length)
-    h = x
     with torch.no_grad():
-        for m in (m for m in model.modules() if not list(m.children())):
-            out = m(h)
-            if isinstance(m, (nn.Conv1d, nn.Linear)):
-                dims = (0, 2) if out.dim() == 3 else (0,)
-                mean, std = out.mean(dims), out.std(dims).clamp_min(1e-3)
-                shape = (-1,) + (1,) * (m.weight.dim() - 1)
-                m.weight.div_(std.view(shape))
-                m.bias.sub_(mean).div_(std)
-                out = m(h)
-            h = out
-        if not torch.allclose(h, model(x), atol=1e-5):
-            raise RuntimeError("model is not a plain chain of its leaf modules")
+        for m in _call_order(model, x):
+            out = _layer_output(model, m, x)
+            channel = 1 if isinstance(m, nn.Conv1d) else out.dim() - 1
+            dims = tuple(d for d in range(out.dim()) if d != channel)
+            mean, std = out.mean(dims), out.std(dims).clamp_min(1e-3)
+            shape = (-1,) + (1,) * (m.weight.dim() - 1)
+            m.weight.div_(std.view(shape))
+            m.bias.sub_(mean).div_(std)
 
 
 def build(name: str, length: int, width: float = 1.0, seed: int = 0) -> nn.Module:

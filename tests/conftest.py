@@ -24,6 +24,10 @@ BATCH = 2
 
 #: Exactness of structured sensing: max |y_hat - y_hat_naive| <= ISM_RTOL * max |delta_naive|.
 ISM_RTOL = 1e-4
+#: Float32 noise floor of an ISM comparison, relative to the output's magnitude max |y0|: where
+#: mutations barely move an output (e.g. a counts head at the sequence edge of an unpadded
+#: model) both naive ISM and ours are limited by float32 rounding, not by the method.
+ISM_NOISE = 5e-5
 #: y0 of the converted model against the original model, relative to max |y0|.
 Y0_RTOL = 1e-5
 
@@ -96,13 +100,23 @@ def with_n_and_soft(X: np.ndarray, start: int, end: int) -> np.ndarray:
     return X
 
 
+def layout(entry: dict) -> str:
+    """Input layout of a manifest entry: ``NCL`` unless the entry says ``NLC`` (Keras)."""
+    return entry.get("layout", "NCL")
+
+
+def to_layout(X: np.ndarray, entry: dict) -> np.ndarray:
+    """An NCL batch in the entry's input layout."""
+    return np.ascontiguousarray(X.transpose(0, 2, 1)) if layout(entry) == "NLC" else X
+
+
 def make_input(entry: dict, kind: str, start: int, end: int) -> np.ndarray:
-    """Seeded batch-2 input for a manifest entry; ``kind`` is ``onehot`` or ``n_soft``."""
+    """Seeded batch-2 input for a manifest entry, in its layout; ``kind`` is ``onehot`` or ``n_soft``."""
     X = random_one_hot(BATCH, entry["length"], stable_seed(entry["file"], "onehot"))
     if kind == "onehot":
-        return X
+        return to_layout(X, entry)
     if kind == "n_soft":
-        return with_n_and_soft(X, start, end)
+        return to_layout(with_n_and_soft(X, start, end), entry)
     raise ValueError(kind)
 
 
@@ -121,7 +135,7 @@ def cached_convert(file: str, start: int, end: int, sensing: str = "structured",
 def _cached_naive(file: str, kind: str, start: int, end: int):
     entry = next(e for e in MANIFEST if e["file"] == file)
     X = make_input(entry, kind, start, end)
-    return naive_ism(str(MODELS_DIR / file), X, start, end)
+    return naive_ism(str(MODELS_DIR / file), X, start, end, layout=layout(entry))
 
 
 def cached_naive(entry: dict, kind: str, start: int, end: int):
@@ -155,7 +169,8 @@ def ism_error(y_hat: np.ndarray, y_hat_ref: np.ndarray, y0_ref: np.ndarray,
 
 def assert_ism_close(y_hat: np.ndarray, y_hat_ref: np.ndarray, y0_ref: np.ndarray, *, start: int = 0,
                      positions: slice = slice(None), rtol: float = ISM_RTOL, label: str = "") -> float:
-    """Assert ``max|y_hat - y_hat_ref| <= rtol * max|y_hat_ref - y0_ref|`` over ``positions``.
+    """Assert ``max|y_hat - y_hat_ref| <= rtol * max|y_hat_ref - y0_ref| + ISM_NOISE * max|y0_ref|``
+    over ``positions``.
 
     The scale is the largest naive delta over the same positions, so a bug confined to a few
     positions with small effects cannot hide behind a large effect elsewhere. On failure the
@@ -172,9 +187,9 @@ def assert_ism_close(y_hat: np.ndarray, y_hat_ref: np.ndarray, y0_ref: np.ndarra
     worst = np.unravel_index(int(err.argmax()), err.shape)
     first = positions.indices(y_hat.shape[2])[0]
     n, a, i = (int(v) for v in worst[:3])
-    bound = rtol * scale
+    bound = rtol * scale + ISM_NOISE * float(np.abs(y0_ref).max())
     assert err.max() <= bound, (
-        f"{label}: max |y_hat - naive| = {err.max():.3e} > {rtol:g} * max|delta| = {bound:.3e} "
+        f"{label}: max |y_hat - naive| = {err.max():.3e} > {rtol:g} * max|delta| + noise floor = {bound:.3e} "
         f"(max|delta| = {scale:.3e}); worst at sequence {n}, character {a}, position "
         f"{start + first + i}, output index {tuple(int(v) for v in worst[3:])}: converted "
         f"{sub[worst]:.6g}, naive {ref[worst]:.6g}; "

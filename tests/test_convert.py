@@ -24,7 +24,9 @@ from conftest import (
     assert_y0_close,
     cached_convert,
     cached_naive,
+    layout,
     make_input,
+    to_layout,
     manifest_params,
     model_path,
     original_outputs,
@@ -82,9 +84,10 @@ def test_alt_accepts_n_columns_outside_region(entry):
     X[0, :, start - 1] = 0.0
     X[1, :, end] = 0.25
     X[1, :, 0] = 0.0
+    X = to_layout(X, entry)
     converted = cached_convert(entry["file"], start, end, "structured", "alt")
     result = run_ism(converted, X, batch_size=BATCH)
-    naive = naive_ism(str(model_path(entry)), X, start, end)
+    naive = naive_ism(str(model_path(entry)), X, start, end, layout=layout(entry))
     original = original_outputs(model_path(entry), X)
     _check_against_naive(result, naive, original, X, start, end, f"{entry['file']} alt, N outside region")
 

@@ -13,6 +13,12 @@ Regenerate the small test models in ``models/onnx/`` and their manifest::
 
 Every export is checked with ``onnx.checker`` and against PyTorch's output on
 a random one-hot batch run with onnxruntime (CPU).
+
+The graph input is named ``x``. A model with one output names it ``y``; a
+model with several (``bpnet9``, ``chrombpnet``) uses the names in its
+``output_names`` attribute (``profile``, ``counts``), which the manifest lists
+under ``"outputs"``. Manifest entries written by other tools (such as
+``tools/export_keras.py``, exporter ``tf2onnx``) are kept by ``--test-files``.
 """
 
 from __future__ import annotations
@@ -37,7 +43,11 @@ EXTERNAL_DATA_BYTES = 2**31 - 2**26  # keep weights external above ~2 GB (protob
 EXPORTERS = ("torchscript", "dynamo")
 
 # (model, width, lengths): one odd length, and one where pooling truncates
-# (L not divisible by the pool product: 16 for DeepSEA, 48 for the Bassets).
+# (L not divisible by the pool product: 16 for DeepSEA, 48 for the Bassets,
+# 8 for Basenji, 2 for attention). ChromBPNet's valid convolutions need
+# L > 1114, so the test files use the scaled-down chrombpnet_mini (4 dilated
+# layers, profile cropped by 10 on each side: out_length = L - 174, here 26
+# and 37); full-size chrombpnet maps 2114 -> 1000 exactly.
 TEST_SET: list[tuple[str, float, tuple[int, ...]]] = [
     ("onelayer", 1.0, (41, 64)),
     ("toynet", 1.0, (45, 80)),
@@ -45,6 +55,10 @@ TEST_SET: list[tuple[str, float, tuple[int, ...]]] = [
     ("basset", 0.1, (101, 110)),
     ("factorized_basset", 0.1, (99, 118)),
     ("bpnet", 1.0, (61, 100)),
+    ("bpnet9", 0.25, (64, 97)),
+    ("chrombpnet_mini", 0.25, (200, 211)),
+    ("basenji", 0.25, (64, 83)),
+    ("attention", 0.5, (40, 51)),
 ]
 TEST_SEED = 0
 
@@ -94,11 +108,12 @@ def export(name: str, length: int, out: Path, width: float = 1.0, seed: int = 0,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed + 1)
-    kwargs = dict(input_names=["x"], output_names=["y"], opset_version=OPSET)
+    names = output_names(model)
+    kwargs = dict(input_names=["x"], output_names=names, opset_version=OPSET)
     if exporter == "torchscript":
         x = zoo.random_one_hot(2, length, gen)
         torch.onnx.export(model, (x,), str(out), dynamo=False,
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, **kwargs)
+                          dynamic_axes={n: {0: "batch"} for n in ["x", *names]}, **kwargs)
     elif exporter == "dynamo":
         x = zoo.random_one_hot(1, length, gen)
         large = sum(p.numel() * p.element_size() for p in model.state_dict().values()) > EXTERNAL_DATA_BYTES
@@ -108,6 +123,11 @@ def export(name: str, length: int, out: Path, width: float = 1.0, seed: int = 0,
         raise ValueError(f"unknown exporter {exporter!r}; choose from {EXPORTERS}")
     verify(out, model, x)
     return out
+
+
+def output_names(model: torch.nn.Module) -> list[str]:
+    """Names of the model's ONNX outputs: its ``output_names`` attribute, or ``["y"]``."""
+    return list(getattr(model, "output_names", ("y",)))
 
 
 def _inline_small_external_data(path: Path) -> None:
@@ -137,7 +157,7 @@ def verify(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
     Returns
     -------
     float
-        Maximum absolute difference between the two outputs.
+        Maximum absolute difference between the two outputs (over all outputs).
 
     Raises
     ------
@@ -146,12 +166,16 @@ def verify(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
     """
     onnx.checker.check_model(str(path), full_check=True)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = sess.run(["y"], {"x": x.numpy()})
+    names = output_names(model)
+    got = sess.run(names, {"x": x.numpy()})
     with torch.no_grad():
-        want = model(x).numpy()
-    if got.shape != want.shape:
-        raise RuntimeError(f"{path}: onnxruntime output shape {got.shape} != torch {want.shape}")
-    err = float(np.abs(got - want).max())
+        want = model(x)
+    want = [t.numpy() for t in (want if isinstance(want, tuple) else (want,))]
+    err = 0.0
+    for name, g, w in zip(names, got, want, strict=True):
+        if g.shape != w.shape:
+            raise RuntimeError(f"{path}: onnxruntime output {name!r} shape {g.shape} != torch {w.shape}")
+        err = max(err, float(np.abs(g - w).max()))
     if not err < ATOL:
         raise RuntimeError(f"{path}: onnxruntime differs from torch by {err:.3g} (tolerance {ATOL})")
     return err
@@ -163,18 +187,28 @@ def test_files(out_dir: Path = TEST_DIR) -> list[dict]:
     Returns
     -------
     list of dict
-        The manifest entries: file, model, exporter, length, width, seed.
+        The manifest entries: file, model, exporter, length, width, seed, and
+        for models with several outputs, outputs (their names). Entries of
+        other exporters already in the manifest (``tools/export_keras.py``)
+        are kept, after these.
     """
     manifest = []
     for name, width, lengths in TEST_SET:
+        names = getattr(zoo.MODELS[name], "output_names", None)
         for length in lengths:
             for exporter in EXPORTERS:
                 path = out_dir / f"{name}_L{length}_{exporter}.onnx"
                 export(name, length, path, width, TEST_SEED, exporter)
                 print(f"exported {path.relative_to(ROOT)} ({path.stat().st_size / 1024:.0f} KiB)")
-                manifest.append({"file": path.name, "model": name, "exporter": exporter,
-                                 "length": length, "width": width, "seed": TEST_SEED})
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+                entry = {"file": path.name, "model": name, "exporter": exporter,
+                         "length": length, "width": width, "seed": TEST_SEED}
+                if names:
+                    entry["outputs"] = list(names)
+                manifest.append(entry)
+    manifest_path = out_dir / "manifest.json"
+    if manifest_path.exists():
+        manifest += [e for e in json.loads(manifest_path.read_text()) if e.get("exporter") not in EXPORTERS]
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 

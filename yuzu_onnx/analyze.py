@@ -212,10 +212,24 @@ class _Analyzer:
             return self.flatten(node, dep)
         if op in POSITIONAL_OPS:
             return self.positional(node, dep)
+        if op == "MatMul":
+            return self.pointwise_matmul(node, dep)
         if op in ("GlobalAveragePool", "ReduceMean", "ReduceSum", "GlobalMaxPool", "ReduceMax",
                   "ReduceMin", "ReduceLogSumExp", "Softmax", "LogSoftmax"):
             return self.sequence_reduction(node, dep)
         return None
+
+    def pointwise_matmul(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        """``x @ W`` with a constant ``W`` over a channels-last tensor: a per-position dense layer."""
+        st: SeqState = self.plan.states[node.input[0]]
+        w = self.shape(node.input[1])
+        if dep != [node.input[0]] or node.input[1] not in self.inits or w is None or len(w) != 2:
+            return None
+        if st.seq_axis == len(st.dims) or st.dims[-1] != w[0]:
+            return None
+        dims = st.dims[:-1] + (int(w[1]),)
+        self.plan.states[node.output[0]] = self.seq_state(st.support, st.seq_axis, dims)
+        return NodePlan(node, "elementwise", width=st.support.max_width)
 
     def sequence_reduction(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
         """Ops over the whole sequence axis. Sums and means exit to per-mutant tensors by
@@ -392,22 +406,39 @@ class _Analyzer:
         return attr(node, "group", 1) == 1 and win.kernel > 1 and 3 * c_out < c_in
 
     def flatten(self, node: onnx.NodeProto, dep: list[str]) -> NodePlan | None:
+        """A flatten feeding only dense layers (the dense exit), or a reshape that only adds or
+        drops unit axes (kept in probe form)."""
         states = self.plan.states
         x = node.input[0]
         st: SeqState = states[x]
         out = node.output[0]
         out_shape = self.shape(out)
-        if dep != [x] or out_shape is None or len(out_shape) != 2 or out_shape[1] != prod(st.dims):
+        if dep != [x] or out_shape is None or None in out_shape[1:]:
+            return None
+        unit_only = self.unit_axes_reshape(st, out_shape[1:])
+        if unit_only is not None:
+            states[out] = self.seq_state(st.support, unit_only, out_shape[1:])
+            return NodePlan(node, "positional", width=st.support.max_width)
+        if len(out_shape) != 2 or out_shape[1] != prod(st.dims):
             return None
         if node.op_type == "Flatten" and attr(node, "axis", 1) != 1:
             return None
-        if out in self.output_names:
-            return None
         users = self.consumers.get(out, [])
-        if not users or not all(self.is_dense(u, out) for u in users):
+        if out in self.output_names or not users or not all(self.is_dense(u, out) for u in users):
             return None
         states[out] = FlatState(x)
         return NodePlan(node, "flatten", width=st.support.max_width)
+
+    @staticmethod
+    def unit_axes_reshape(st: SeqState, out_dims) -> int | None:
+        """Sequence axis after a reshape that only inserts or removes size-1 axes, else None."""
+        if st.dims[st.seq_axis - 1] == 1:
+            return None
+        kept_in = [(ax, d) for ax, d in enumerate(st.dims, start=1) if d != 1]
+        kept_out = [(ax, d) for ax, d in enumerate(out_dims, start=1) if d != 1]
+        if [d for _, d in kept_in] != [d for _, d in kept_out]:
+            return None
+        return kept_out[[ax for ax, _ in kept_in].index(st.seq_axis)][0]
 
     def is_dense(self, node: onnx.NodeProto, flat: str) -> bool:
         if not node.input or node.input[0] != flat or flat in node.input[1:]:

@@ -50,7 +50,7 @@ def canonicalize(model: onnx.ModelProto, seq: SequenceInput,
     if outputs is not None:
         _select_outputs(model, outputs)
     _make_batch_dynamic(model, seq.name)
-    model = _fold_constants(model)
+    model = _fold_constants(_infer(model))  # known shapes let Shape->Gather->... chains fold
     _remove_identities(model)
     model = _infer(model)
     if _free_reshape_batch(model):

@@ -14,10 +14,11 @@ UNARY_ELEMENTWISE = {
     "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
     "Softplus", "Softsign", "Exp", "Log", "Erf", "Gelu", "Mish", "Clip", "Abs", "Neg", "Sqrt",
     "Reciprocal", "ThresholdedRelu", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Shrink",
-    "Identity", "Dropout",
+    "Identity", "Dropout", "Not", "IsNaN", "IsInf", "Cast", "Softplus",
 }
 #: Elementwise ops with several tensor inputs, numpy-style broadcasting.
-BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", "Sum", "Mean", "Where"}
+BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", "Sum", "Mean", "Where",
+                      "Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod"}
 #: Ops that are linear in their (single) sequence-dependent input: the delta of the output is
 #: the op applied to the delta (no bias).
 LINEAR_WINDOW_OPS = {"Conv", "AveragePool"}
