@@ -1,119 +1,34 @@
 """Pass 3, analyze: propagate support intervals through the graph and choose a rule per node.
 
-Representations of a sequence-dependent tensor ``t`` with logical shape ``(N, *dims)``:
+See :mod:`yuzu_onnx.plan` for how tensors are represented (probe form, materialized, flat).
 
-- ``SeqState`` (delta, probe form): a tensor ``Z`` of shape ``(N, P, *dims)``. Probe ``p`` at
-  sequence position ``j`` holds the delta (mutant minus reference) of the unique mutant ``m``
-  with ``m mod P == p`` among those that reach ``j``, or zero. Unique because at most
-  ``K <= P`` consecutive mutants reach any position. The reference ``R`` is the original
-  tensor, computed by the untouched original graph.
-- ``MutState`` (materialized): the tensor evaluated on every mutant, batch ``N * M``.
-- ``FlatState``: a flattened ``SeqState`` awaiting its dense layer (the dense exit).
-
-Rules (``NodePlan.rule``): ``reference`` (not sequence dependent), ``elementwise``,
-``window`` (Conv/pool on probes), ``flatten`` + ``dense-exit``, ``per-mutant`` (run the original
-node on materialized mutants; a ``fallback`` when its input had to be materialized).
+Rules (``NodePlan.rule``): ``reference`` (not sequence dependent); in probe form
+``elementwise``, ``positional`` (axis moves, crops, pads, concat) and ``window`` (Conv/pool);
+exits ``flatten`` + ``dense-exit``, ``reduce-exit`` and ``exit`` (materialize for an op over all
+positions); ``per-mutant`` (the original node on materialized mutants) and ``fallback`` (the
+same, when an input had to be materialized for an op without a rule).
+Probe counts are chosen by :mod:`yuzu_onnx.probe_sizing`, FLOPs counted by :mod:`yuzu_onnx.flops`.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import cost
-from .canonicalize import TensorInfo
-from .errors import UnsupportedModelError
-from .load import SequenceInput
 from . import positional
-from .ops import (BINARY_ELEMENTWISE, POSITIONAL_OPS, LINEAR_WINDOW_OPS, UNARY_ELEMENTWISE, WINDOW_OPS, attr,
-                  conv_flops, prod, transposed_window_1d, window_1d)
+from .canonicalize import TensorInfo
+from .flops import FlopCounter
+from .load import SequenceInput
+from .ops import (BINARY_ELEMENTWISE, POSITIONAL_OPS, UNARY_ELEMENTWISE, WINDOW_OPS, attr, prod,
+                  transposed_window_1d, window_1d)
+from .plan import ConversionWarning, FlatState, MutState, NodePlan, Plan, SeqState
+from .probe_sizing import ProbeSizing
 from .support import Support
 
-
-class ConversionWarning(UserWarning):
-    """An op is not accelerated and runs on materialized mutants (exact, but slow)."""
-
-
-@dataclass
-class SeqState:
-    support: Support
-    seq_axis: int
-    dims: tuple[int, ...]  # logical shape without the batch axis
-    slots: int  # K
-    probes: int = 0  # P, assigned after supports are known
-
-
-@dataclass
-class MutState:
-    pass
-
-
-@dataclass
-class FlatState:
-    source: str  # the SeqState tensor that was flattened
-
-
-@dataclass
-class NodePlan:
-    node: onnx.NodeProto
-    rule: str
-    probes: int = 0  # P of the sequence-dependent output (probe-form rules)
-    sensing: str = "spike"
-    conv_impl: str = "conv"  # "taps": per-tap MatMul then shifted sum (few output channels)
-    materialize: list[str] = field(default_factory=list)
-    naive_flops: int = 0
-    converted_flops: int = 0
-    floor_flops: int = 0
-    width: int = 0  # support width (positions) of the output
-    note: str = ""
-
-
-@dataclass
-class Plan:
-    """Everything the emit pass needs, computed without running the model."""
-
-    model: onnx.ModelProto
-    infos: dict[str, TensorInfo]
-    seq: SequenceInput
-    start: int
-    end: int
-    substitutions: str  # "alt" or "all"
-    sensing: str
-    alpha: float
-    seed: int
-    states: dict[str, object]
-    nodes: list[NodePlan]
-    outputs: list[str]
-    reference_flops: int = 0
-    #: Tensors computed from the model's other (non-sequence) inputs: they carry the batch axis
-    #: and are repeated over probes or mutants wherever they meet sequence-dependent tensors.
-    side: set[str] = field(default_factory=set)
-
-    @property
-    def subs(self) -> int:
-        """``S``: substitutions computed per position."""
-        return self.seq.alphabet - 1 if self.substitutions == "alt" else self.seq.alphabet
-
-    @property
-    def region(self) -> int:
-        return self.end - self.start
-
-    @property
-    def mutants(self) -> int:
-        """``M``: mutants per sequence."""
-        return self.subs * self.region
-
-    def totals(self) -> dict[str, int]:
-        """Summed FLOPs: naive ISM, converted graph (incl. the reference pass), floor."""
-        naive = sum(n.naive_flops for n in self.nodes) + self.reference_flops
-        conv = sum(n.converted_flops for n in self.nodes) + self.reference_flops
-        floor = sum(n.floor_flops for n in self.nodes) + self.reference_flops
-        return {"naive": naive, "converted": conv, "floor": floor}
+__all__ = ["analyze", "ConversionWarning", "FlatState", "MutState", "NodePlan", "Plan", "SeqState"]
 
 
 def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceInput, *,
@@ -129,7 +44,7 @@ def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceI
     return plan
 
 
-class _Analyzer:
+class _Analyzer(ProbeSizing, FlopCounter):
     def __init__(self, plan: Plan):
         self.plan = plan
         self.graph = plan.model.graph
@@ -451,131 +366,3 @@ class _Analyzer:
         return False
 
     # ---------------------------------------------------------------- probe counts
-    def assign_probes(self) -> None:
-        plan = self.plan
-        states = plan.states
-        states[plan.seq.name].probes = plan.subs
-        for np_ in plan.nodes:
-            node = np_.node
-            out = node.output[0] if node.output else None
-            st = states.get(out)
-            if not isinstance(st, SeqState):
-                continue
-            p_in = max(states[n].probes for n in node.input if isinstance(states.get(n), SeqState))
-            if np_.rule in ("elementwise", "positional"):
-                st.probes = max(p_in, max(st.slots, 1))
-            elif np_.sensing == "gaussian":
-                need = max(math.ceil(plan.alpha * st.slots), self.segment_slots(self.segment(out)))
-                st.probes = max(need, 1)
-            elif p_in >= st.slots:
-                st.probes = p_in
-            else:
-                st.probes = self.choose_probes(np_, p_in)
-            np_.probes = st.probes
-
-    def choose_probes(self, np_: NodePlan, p_in: int) -> int:
-        """Probes for a widening op: enough for its whole cheap segment (no later reprobe), or
-        just enough for itself and a reprobe later, whichever the time model prefers."""
-        out = np_.node.output[0]
-        seg = self.segment(out)
-        options = set(cost.probe_candidates(p_in, self.segment_slots(seg)))
-        options.update(cost.probe_candidates(p_in, self.plan.states[out].slots))
-        return min(sorted(options), key=lambda p: self.segment_seconds(np_, p_in, p, seg))
-
-    def segment_seconds(self, np_: NodePlan, p_in: int, probes: int, seg: list[str]) -> float:
-        states = self.plan.states
-        x = np_.node.input[0]
-        seconds = cost.reprobe_seconds(p_in, probes, prod(states[x].dims))
-        seconds += cost.conv_seconds(probes, self.node_flops(np_.node), self.conv_buffer(np_))
-        current, prev = probes, seg[0]
-        for i, name in enumerate(seg[1:], start=1):
-            if states[name].slots > current:
-                target = cost.round_probes(current, self.segment_slots(seg[i:]))
-                seconds += cost.reprobe_seconds(current, target, prod(states[prev].dims))
-                current = target
-            seconds += cost.elementwise_seconds(current, prod(states[name].dims))
-            prev = name
-        return seconds
-
-    def conv_buffer(self, np_: NodePlan) -> int:
-        """Elements per probe of the buffer a Conv writes besides its output (im2col or taps)."""
-        node = np_.node
-        if node.op_type != "Conv":
-            return 0
-        x, w = self.plan.states[node.input[0]], self.shape(node.input[1])
-        l_out = self.plan.states[node.output[0]].dims[-1]
-        if np_.conv_impl == "taps":
-            return 3 * int(w[0]) * int(w[2]) * x.dims[-1]
-        return x.dims[0] * int(w[2]) * l_out
-
-    def segment(self, name: str) -> list[str]:
-        """``name`` and the chain of cheap ops (activations, pools) that follows it."""
-        states = self.plan.states
-        chain = [name]
-        by_node = {id(n.node): n for n in self.plan.nodes}
-        while True:
-            users = self.consumers.get(name, [])
-            if len(users) != 1 or name in self.output_names:
-                return chain
-            user = by_node[id(users[0])]
-            if user.rule not in ("elementwise", "positional", "window") or user.node.op_type == "Conv":
-                return chain
-            if [n for n in user.node.input if n in states] != [name]:
-                return chain
-            name = user.node.output[0]
-            chain.append(name)
-
-    def segment_slots(self, seg: list[str]) -> int:
-        return max(max(self.plan.states[n].slots for n in seg), 1)
-
-    # ---------------------------------------------------------------- FLOPs
-    def count_flops(self) -> None:
-        plan = self.plan
-        states = plan.states
-        m = plan.mutants
-        s = plan.subs
-        for np_ in plan.nodes:
-            node = np_.node
-            per_seq = self.node_flops(node)
-            if np_.rule == "reference":
-                plan.reference_flops += per_seq
-                continue
-            plan.reference_flops += per_seq
-            np_.naive_flops = m * per_seq
-            if np_.rule in ("per-mutant", "fallback", "exit"):
-                np_.converted_flops = np_.floor_flops = m * per_seq
-            elif np_.rule == "window" and node.op_type == "Conv":
-                out = states[node.output[0]]
-                per_position = per_seq // max(out.dims[out.seq_axis - 1], 1)
-                np_.floor_flops = int(s * out.support.widths.sum()) * per_position
-                np_.converted_flops = out.probes * per_seq
-                if np_.sensing == "gaussian":
-                    cin = states[node.input[0]].dims
-                    np_.converted_flops += 2 * out.probes ** 2 * prod(cin) + 2 * out.probes * out.slots * prod(out.dims)
-            elif np_.rule == "reduce-exit":
-                src = states[node.input[0]]
-                np_.floor_flops = np_.converted_flops = int(s * src.support.widths.sum()) * prod(src.dims) // max(src.dims[src.seq_axis - 1], 1)
-            elif np_.rule == "dense-exit":
-                src = states[states[node.input[0]].source]
-                per_position = per_seq // max(src.dims[src.seq_axis - 1], 1)
-                np_.floor_flops = int(s * src.support.widths.sum()) * per_position
-                np_.converted_flops = src.probes * per_seq
-
-    def node_flops(self, node: onnx.NodeProto) -> int:
-        op = node.op_type
-        if op == "Conv":
-            x, w, y = self.shape(node.input[0]), self.shape(node.input[1]), self.shape(node.output[0])
-            if x is None or w is None or y is None or None in w or None in y[1:]:
-                return 0
-            return conv_flops(int(x[1]), int(w[0]), prod(y[2:]), prod(w[2:]), int(attr(node, "group", 1)))
-        if op == "ConvTranspose":
-            x, w = self.shape(node.input[0]), self.shape(node.input[1])
-            if x is None or w is None or None in w or None in x[1:]:
-                return 0
-            return 2 * prod(x[1:]) * prod(w[1:])
-        if op in ("Gemm", "MatMul"):
-            a, y = self.shape(node.input[0]), self.shape(node.output[0])
-            if a is None or y is None or None in a[1:] or None in y[1:]:
-                return 0
-            return 2 * prod(y[1:]) * int(a[-1] if op == "MatMul" or not attr(node, "transA", 0) else a[-2])
-        return 0

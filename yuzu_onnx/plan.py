@@ -1,0 +1,101 @@
+"""The conversion plan: representation of each tensor and the rule chosen for each node.
+
+Representations of a sequence-dependent tensor ``t`` with logical shape ``(N, *dims)``:
+
+- ``SeqState`` (probe form): ``N*P`` hybrid sequences; probe ``p`` at position ``j`` holds the
+  value for the unique mutant ``m = p (mod P)`` that reaches ``j`` (or the reference value).
+  Unique because at most ``K <= P`` consecutive mutants reach any position.
+- ``MutState`` (materialized): the tensor evaluated on every mutant, batch ``N * M``.
+- ``FlatState``: a flattened ``SeqState`` awaiting its dense layer (the dense exit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from .canonicalize import TensorInfo
+from .load import SequenceInput
+from .support import Support
+
+
+class ConversionWarning(UserWarning):
+    """An op is not accelerated and runs on materialized mutants (exact, but slow)."""
+
+
+@dataclass
+class SeqState:
+    support: Support
+    seq_axis: int
+    dims: tuple[int, ...]  # logical shape without the batch axis
+    slots: int  # K
+    probes: int = 0  # P, assigned after supports are known
+
+
+@dataclass
+class MutState:
+    pass
+
+
+@dataclass
+class FlatState:
+    source: str  # the SeqState tensor that was flattened
+
+
+@dataclass
+class NodePlan:
+    node: onnx.NodeProto
+    rule: str
+    probes: int = 0  # P of the sequence-dependent output (probe-form rules)
+    sensing: str = "spike"
+    conv_impl: str = "conv"  # "taps": per-tap MatMul then shifted sum (few output channels)
+    materialize: list[str] = field(default_factory=list)
+    naive_flops: int = 0
+    converted_flops: int = 0
+    floor_flops: int = 0
+    width: int = 0  # support width (positions) of the output
+    note: str = ""
+
+
+@dataclass
+class Plan:
+    """Everything the emit pass needs, computed without running the model."""
+
+    model: onnx.ModelProto
+    infos: dict[str, TensorInfo]
+    seq: SequenceInput
+    start: int
+    end: int
+    substitutions: str  # "alt" or "all"
+    sensing: str
+    alpha: float
+    seed: int
+    states: dict[str, object]
+    nodes: list[NodePlan]
+    outputs: list[str]
+    reference_flops: int = 0
+    #: Tensors computed from the model's other (non-sequence) inputs: they carry the batch axis
+    #: and are repeated over probes or mutants wherever they meet sequence-dependent tensors.
+    side: set[str] = field(default_factory=set)
+
+    @property
+    def subs(self) -> int:
+        """``S``: substitutions computed per position."""
+        return self.seq.alphabet - 1 if self.substitutions == "alt" else self.seq.alphabet
+
+    @property
+    def region(self) -> int:
+        return self.end - self.start
+
+    @property
+    def mutants(self) -> int:
+        """``M``: mutants per sequence."""
+        return self.subs * self.region
+
+    def totals(self) -> dict[str, int]:
+        """Summed FLOPs: naive ISM, converted graph (incl. the reference pass), floor."""
+        naive = sum(n.naive_flops for n in self.nodes) + self.reference_flops
+        conv = sum(n.converted_flops for n in self.nodes) + self.reference_flops
+        floor = sum(n.floor_flops for n in self.nodes) + self.reference_flops
+        return {"naive": naive, "converted": conv, "floor": floor}

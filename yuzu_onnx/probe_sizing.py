@@ -1,0 +1,99 @@
+"""Choosing the number of probes ``P`` of each probe-form tensor (a mixin of the analyzer)."""
+
+from __future__ import annotations
+
+import math
+
+
+from . import cost
+from .ops import prod
+from .plan import NodePlan, SeqState
+
+
+class ProbeSizing:
+    """Probe counts: at least ``K`` everywhere; where ``K`` grows (convs, pools) the time model
+    in :mod:`yuzu_onnx.cost` picks between sizing for the whole cheap segment that follows and
+    sizing for the op alone with a reprobe later.
+
+    Expects ``self.plan``, ``self.consumers``, ``self.output_names``, ``self.shape`` and
+    ``self.node_flops`` from the class it is mixed into.
+    """
+
+    def assign_probes(self) -> None:
+        plan = self.plan
+        states = plan.states
+        states[plan.seq.name].probes = plan.subs
+        for np_ in plan.nodes:
+            node = np_.node
+            out = node.output[0] if node.output else None
+            st = states.get(out)
+            if not isinstance(st, SeqState):
+                continue
+            p_in = max(states[n].probes for n in node.input if isinstance(states.get(n), SeqState))
+            if np_.rule in ("elementwise", "positional"):
+                st.probes = max(p_in, max(st.slots, 1))
+            elif np_.sensing == "gaussian":
+                need = max(math.ceil(plan.alpha * st.slots), self.segment_slots(self.segment(out)))
+                st.probes = max(need, 1)
+            elif p_in >= st.slots:
+                st.probes = p_in
+            else:
+                st.probes = self.choose_probes(np_, p_in)
+            np_.probes = st.probes
+
+    def choose_probes(self, np_: NodePlan, p_in: int) -> int:
+        """Probes for a widening op: enough for its whole cheap segment (no later reprobe), or
+        just enough for itself and a reprobe later, whichever the time model prefers."""
+        out = np_.node.output[0]
+        seg = self.segment(out)
+        options = set(cost.probe_candidates(p_in, self.segment_slots(seg)))
+        options.update(cost.probe_candidates(p_in, self.plan.states[out].slots))
+        return min(sorted(options), key=lambda p: self.segment_seconds(np_, p_in, p, seg))
+
+    def segment_seconds(self, np_: NodePlan, p_in: int, probes: int, seg: list[str]) -> float:
+        states = self.plan.states
+        x = np_.node.input[0]
+        seconds = cost.reprobe_seconds(p_in, probes, prod(states[x].dims))
+        seconds += cost.conv_seconds(probes, self.node_flops(np_.node), self.conv_buffer(np_))
+        current, prev = probes, seg[0]
+        for i, name in enumerate(seg[1:], start=1):
+            if states[name].slots > current:
+                target = cost.round_probes(current, self.segment_slots(seg[i:]))
+                seconds += cost.reprobe_seconds(current, target, prod(states[prev].dims))
+                current = target
+            seconds += cost.elementwise_seconds(current, prod(states[name].dims))
+            prev = name
+        return seconds
+
+    def conv_buffer(self, np_: NodePlan) -> int:
+        """Elements per probe of the buffer a Conv writes besides its output (im2col or taps)."""
+        node = np_.node
+        if node.op_type != "Conv":
+            return 0
+        x, w = self.plan.states[node.input[0]], self.shape(node.input[1])
+        l_out = self.plan.states[node.output[0]].dims[-1]
+        if np_.conv_impl == "taps":
+            return 3 * int(w[0]) * int(w[2]) * x.dims[-1]
+        return x.dims[0] * int(w[2]) * l_out
+
+    def segment(self, name: str) -> list[str]:
+        """``name`` and the chain of cheap ops (activations, pools) that follows it."""
+        states = self.plan.states
+        chain = [name]
+        by_node = {id(n.node): n for n in self.plan.nodes}
+        while True:
+            users = self.consumers.get(name, [])
+            if len(users) != 1 or name in self.output_names:
+                return chain
+            user = by_node[id(users[0])]
+            if user.rule not in ("elementwise", "positional", "window") or user.node.op_type == "Conv":
+                return chain
+            if [n for n in user.node.input if n in states] != [name]:
+                return chain
+            name = user.node.output[0]
+            chain.append(name)
+
+    def segment_slots(self, seg: list[str]) -> int:
+        return max(max(self.plan.states[n].slots for n in seg), 1)
+
+    # ---------------------------------------------------------------- FLOPs
