@@ -9,7 +9,9 @@ FLOP_RATE = 150e9
 #: Seconds per element written by a memory-bound op (elementwise, select).
 ELEMENT_SECONDS = 1e-9
 #: Seconds per element moved by a transpose or gather.
-MOVE_SECONDS = 2e-9
+MOVE_SECONDS = 1e-9
+#: Seconds per element written by a masked reprobe (a broadcasting Where, slow on ONNX Runtime CPU).
+MASK_SECONDS = 2.5e-9
 #: Seconds per element of an im2col buffer (ONNX Runtime's CPU Conv builds one per probe).
 IM2COL_SECONDS = 0.2e-9
 
@@ -34,7 +36,7 @@ def reprobe_seconds(current: int, target: int, elements: int) -> float:
     if target == current:
         return 0.0
     if target % current == 0:
-        return ELEMENT_SECONDS * target * elements
+        return MASK_SECONDS * target * elements
     return MOVE_SECONDS * (current + 2 * target) * elements
 
 

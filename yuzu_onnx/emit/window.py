@@ -38,10 +38,11 @@ def emit_on_probes(ctx: EmitContext, np_: NodePlan) -> None:
 
 
 def _conv_as_taps(ctx: EmitContext, node, folded: str) -> str:
-    """1-D Conv (group 1) as ``Y = W_taps @ x`` then ``out[o, j] = sum_t Y[o, t, j*s + t*d]``.
+    """1-D Conv (group 1) as ``Y = W_taps @ x_padded`` then ``out[o, j] = sum_t Y[o, t, j*s + t*d]``.
 
-    The shifted sum uses the skew trick: rows of length ``Lp`` flattened and re-read as rows of
-    length ``Lp + d`` shift row ``t`` left by ``t*d``.
+    The shifted sum uses the skew trick on taps stored in reverse order: ``k`` rows of length
+    ``Lp`` read, from offset ``(k-1)*d``, as rows of length ``Lp - d``, so row ``t`` (tap
+    ``k-1-t``) moves right by ``(k-1-t)*d`` and one ReduceSum adds the taps.
     """
     b = ctx.b
     x, out = node.input[0], node.output[0]
@@ -50,20 +51,22 @@ def _conv_as_taps(ctx: EmitContext, node, folded: str) -> str:
     w_shape = next(t.dims for t in ctx.plan.model.graph.initializer if t.name == node.input[1])
     k = int(w_shape[2])
     win = window_1d(node, l_in, l_out, k)
-    span = (l_out - 1) * win.stride + (k - 1) * win.dilation + 1  # padded length actually read
-    pad_end = span - l_in - win.pad_begin
-    taps = b.reshape(b.transpose(node.input[1], [0, 2, 1], "taps_w"), [c_out * k, -1], "taps_w")
-    y = b.op("MatMul", [taps, folded], "taps")  # (B, C_out*k, L_in), row o*k + t
-    y = b.reshape(y, [-1, c_out, k, l_in], "taps")
-    if win.pad_begin or pad_end > 0:
-        y = b.op("Pad", [y, b.ints([0, 0, 0, win.pad_begin, 0, 0, 0, max(pad_end, 0)])], "taps_pad")
-    padded = l_in + win.pad_begin + max(pad_end, 0)
+    d = win.dilation
+    span = (l_out - 1) * win.stride + (k - 1) * d + 1  # padded length actually read
+    pad_end = max(span - l_in - win.pad_begin, 0)
+    if win.pad_begin or pad_end:
+        folded = b.op("Pad", [folded, b.ints([0, 0, win.pad_begin, 0, 0, pad_end])], "taps_pad")
+    padded = l_in + win.pad_begin + pad_end
+    reversed_w = b.op("Slice", [node.input[1], b.ints([-1]), b.ints([-k - 1]), b.ints([2]), b.ints([-1])], "taps_w")
+    taps = b.reshape(b.transpose(reversed_w, [0, 2, 1], "taps_w"), [c_out * k, -1], "taps_w")
+    y = b.op("MatMul", [taps, folded], "taps")  # (B, C_out*k, Lp), row o*k + (k-1-t)
     flat = b.reshape(y, [-1, c_out, k * padded], "taps_flat")
-    flat = b.op("Pad", [flat, b.ints([0, 0, 0, 0, 0, k * win.dilation])], "taps_skew")
-    skewed = b.reshape(flat, [-1, c_out, k, padded + win.dilation], "taps_skew")
-    picked = b.op("Slice", [skewed, b.ints([0]), b.ints([(l_out - 1) * win.stride + 1]), b.ints([3]),
+    offset = (k - 1) * d
+    skewed = b.op("Slice", [flat, b.ints([offset]), b.ints([offset + k * (padded - d)]), b.ints([2])], "taps_skew")
+    skewed = b.reshape(skewed, [-1, c_out, k, padded - d], "taps_skew")
+    summed = b.op("ReduceSum", [skewed, b.ints([2])], "taps_sum", keepdims=0)  # (B, C_out, Lp - d)
+    summed = b.op("Slice", [summed, b.ints([0]), b.ints([(l_out - 1) * win.stride + 1]), b.ints([2]),
                             b.ints([win.stride])], "taps_cols")
-    summed = b.op("ReduceSum", [picked, b.ints([2])], "taps_sum", keepdims=0)  # (B, C_out, L_out)
     if len(node.input) > 2 and node.input[2]:
         summed = b.op("Add", [summed, b.unsqueeze(node.input[2], [1], "taps_bias")], "taps_out")
     return summed
