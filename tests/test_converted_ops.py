@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import A, MANIFEST, cached_convert, manifest_params, model_path, regions
-from yuzu_onnx import convert, plan_conversion
+from conftest import A, MANIFEST, assert_ism_close, cached_convert, manifest_params, model_path, regions
+from yuzu_onnx import convert, plan_conversion, run_ism
 from yuzu_onnx.kernels import missing_cuda_kernels
 
 #: (sensing, substitutions, region): every sensing and substitution mode, full and sub-region.
@@ -136,3 +136,38 @@ def test_y_batch_dim_is_dynamic_minimal():
     dims = {o.name: _dims(o) for o in list(converted.graph.input) + list(converted.graph.output)}
     assert dims["x"][0] == "N" or isinstance(dims["x"][0], str), dims
     assert dims["y"][0] == dims["x"][0], dims  # fails: y is declared [1, 2], x is [N, 4, 8]
+
+
+def _entry(file: str) -> dict:
+    return next(e for e in MANIFEST if e["file"] == file)
+
+
+@pytest.mark.parametrize("file", ["attention_L40_torchscript.onnx", "attention_L51_dynamo.onnx"])
+def test_attention_falls_back_after_an_accelerated_stem(file):
+    """The position-mixing MatMuls of the attention block fall back; the conv stem does not."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = plan_conversion(str(model_path(_entry(file))))
+    rules = [(n.node.op_type, n.rule) for n in plan.nodes if n.rule != "reference"]
+    first_fallback = next(i for i, (_, rule) in enumerate(rules) if rule == "fallback")
+    assert rules[first_fallback][0] == "MatMul"
+    assert ("Conv", "window") in rules[:first_fallback] and ("MaxPool", "window") in rules[:first_fallback]
+    assert any("MatMul" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("file", ["bpnet9_L97_torchscript.onnx", "chrombpnet_mini_L211_dynamo.onnx"])
+def test_counts_head_alone(file):
+    """--outputs counts converts the counts head only: no profile head left in the graph."""
+    from conftest import cached_naive, make_input
+    entry = _entry(file)
+    converted = convert(str(model_path(entry)), outputs=["counts"])
+    assert [o.name for o in converted.graph.output] == ["counts", "counts_ism"]
+    original = onnx.load(str(model_path(entry)))
+    kept = [n for n in converted.graph.node if not n.name.startswith("yz/")]
+    original_convs = [n for n in original.graph.node if n.op_type == "Conv"]
+    assert len([n for n in kept if n.op_type == "Conv"]) == len(original_convs) - 1  # profile conv pruned
+    X = make_input(entry, "onehot", 0, entry["length"])
+    (y0, y_hat), = run_ism(converted, X)
+    r0, r_hat = cached_naive(entry, "onehot", 0, entry["length"])[entry["outputs"].index("counts")]
+    assert_ism_close(y_hat, r_hat, r0)

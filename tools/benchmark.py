@@ -50,14 +50,18 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from yuzu_onnx.analyze import Plan
 from yuzu_onnx.convert import convert
+from yuzu_onnx.load import find_sequence_input
 from yuzu_onnx.oracle import naive_ism
+
+if TYPE_CHECKING:
+    from yuzu_onnx.analyze import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ROOT / "models" / "generated"
@@ -68,8 +72,9 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 TARGETS = {"basset": 12.0, "factorized_basset": 24.0, "deepsea": 7.0, "bpnet": 17.0}
 
 # Mutants per naive ONNX Runtime call. Measured on Basset L=1000, CPU provider, 2 cores, one
-# sequence (3000 mutants): 32 -> 10.9 s, 64 -> 10.1 s, 128 -> 10.8 s, 256 -> 11.7 s. The
-# differences are within the noise of a shared machine; 64 was fastest.
+# sequence (3000 mutants), quiet round: 32 -> 10.9 s, 64 -> 10.1 s, 128 -> 10.8 s, 256 -> 11.7 s.
+# The differences are within the noise of a shared machine (a second round under load was
+# inconclusive: 14.7-24 s for every size); 64 was fastest.
 NAIVE_BATCH = 64
 
 MEMORY_FRACTION = 0.8  # share of MemAvailable the converted run may use
@@ -149,6 +154,7 @@ class ModelResult:
     conversion_warnings: list[str]
     batches: list[BatchResult] = field(default_factory=list)
     memory_per_seq_mib: float | None = None  # calibrated at B=1,2 (CPU, when some B > 1)
+    code: str = ""  # Machine.code of the run (rows of several --from-json files may differ)
     profile: dict | None = None
 
     @property
@@ -168,12 +174,14 @@ def export_model(name: str, length: int, path: Path) -> None:
     """
     try:
         import torch  # noqa: F401
-    except ModuleNotFoundError:
+    except ImportError:
         raise SystemExit(f"{path.relative_to(ROOT)} is missing and exporting it needs PyTorch: "
                          "run `pip install -e .[export]` (or pass --model-file)") from None
     spec = importlib.util.spec_from_file_location("yuzu_export_models", ROOT / "tools" / "export_models.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if name not in module.zoo.MODELS:
+        raise SystemExit(f"unknown model {name!r}; choose from {sorted(module.zoo.MODELS)} or pass --model-file")
     print(f"exporting {name} at L={length} to {path.relative_to(ROOT)} ...", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -523,12 +531,12 @@ def print_profile(name: str, profile: dict, batch: int) -> None:
 
 
 # --------------------------------------------------------------------------- one model
-def convert_timed(path: Path) -> tuple[onnx.ModelProto, Plan, float, list[str]]:
-    """Convert ``path``; return the model, plan, seconds and the conversion warnings."""
+def convert_timed(path: Path, start: int = 0, end: int | None = None) -> tuple[onnx.ModelProto, Plan, float, list[str]]:
+    """Convert ``path`` (mutating ``start..end-1``); return the model, plan, seconds and warnings."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
-        model, plan = convert(str(path), return_plan=True)
+        model, plan = convert(str(path), start=start, end=end, return_plan=True)
         seconds = time.perf_counter() - t0
     return model, plan, seconds, [str(w.message) for w in caught]
 
@@ -549,11 +557,13 @@ class NaiveRunner:
         self.session = session
         self.X = X[:args.naive_seqs]
         self.layout = plan.seq.layout
+        self.region = (plan.start, plan.end)
         self.batch_size = args.naive_batch
         self.last: list[tuple[np.ndarray, np.ndarray]] = []
 
     def __call__(self) -> None:
-        self.last = naive_ism(self.session, self.X, batch_size=self.batch_size, layout=self.layout)
+        self.last = naive_ism(self.session, self.X, start=self.region[0], end=self.region[1],
+                              batch_size=self.batch_size, layout=self.layout)
 
 
 def time_interleaved(fns: Sequence[Callable[[], object]], repeats: int) -> list[list[float]]:
@@ -583,13 +593,23 @@ def peak_rss_gib() -> float | None:
         return None
 
 
+def region(args: argparse.Namespace, path: Path) -> tuple[int, int | None]:
+    """Mutated positions: the central ``--region`` positions, or the whole sequence."""
+    if args.region is None:
+        return 0, None
+    length = find_sequence_input(onnx.load(str(path), load_external_data=False)).length
+    start = (length - args.region) // 2
+    return start, start + args.region
+
+
 def bench_model(name: str, path: Path, args: argparse.Namespace) -> ModelResult:
     """Convert, create both sessions once, and time naive ISM and the converted model per B.
 
     Naive ISM is timed once per model, round-robin with the converted runs of the first batch
     size; the other batch sizes reuse its timings.
     """
-    model, plan, seconds, warns = convert_timed(path)
+    start, end = region(args, path)
+    model, plan, seconds, warns = convert_timed(path, start, end)
     print_plan(name, plan, seconds)
     for w in warns:
         print(f"  conversion warning: {w}")
@@ -643,40 +663,52 @@ def bench_model(name: str, path: Path, args: argparse.Namespace) -> ModelResult:
 
 
 # --------------------------------------------------------------------------- report
+COLUMNS = ("model", "L", "B", "naive s/seq", "naive s for B", "converted s/seq", "speedup (best runs)",
+           "target (CPU, B=1)", "naive/converted FLOPs", "naive/floor FLOPs", "convert s", "naive GFLOP/s",
+           "converted GFLOP/s", "max abs diff", "peak RSS GiB")
+
+
+def table_row(r: ModelResult, b: BatchResult, cpu: bool) -> list[str]:
+    """One table row, in ``COLUMNS`` order."""
+    f = r.flops
+    target = ""
+    if r.target is not None:
+        target = f"{r.target:g}x"
+        if cpu and b.batch == 1:
+            target += " met" if b.speedup >= r.target else " **missed**"
+    asked = f" (asked {b.batch_requested})" if b.batch != b.batch_requested else ""
+    basis = f"scaled from {b.naive_seqs}" if b.naive_scaled else "measured"
+    return [
+        r.name, str(r.length), f"{b.batch}{asked}",
+        f"{b.naive_per_seq:.4g} (measured, {b.naive_seqs} seq)", f"{b.naive_per_seq * b.batch:.4g} ({basis})",
+        f"{b.converted_per_seq:.4g}", f"{b.speedup:.1f}x ({b.speedup_best:.1f}x)", target,
+        f"{f['naive'] / f['converted']:.1f}x", f"{f['naive'] / f['floor']:.1f}x", f"{r.convert_s:.2f}",
+        f"{f['naive'] / b.naive_per_seq / 1e9:.3g}", f"{f['converted'] / b.converted_per_seq / 1e9:.3g}",
+        "" if b.max_abs_diff is None else f"{b.max_abs_diff:.1e}",
+        "" if b.peak_rss_gib is None else f"{b.peak_rss_gib:.1f}",
+    ]
+
+
 def markdown(machine: Machine, results: list[ModelResult], naive_batch: int) -> str:
     """The results table, with the machine it ran on."""
+    cpu = machine.provider == PROVIDERS["cpu"]
     lines = [
-        f"Machine: {machine.cpu}, {machine.cores} cores"
-        + (f", GPU {machine.gpu}" if machine.gpu else "")
+        f"Machine: {machine.cpu}, {machine.cores} cores" + (f", GPU {machine.gpu}" if machine.gpu else "")
         + f"; onnxruntime {machine.onnxruntime}, {machine.provider}, "
         f"intra_op_num_threads={machine.threads or 'default'}; yuzu-onnx {machine.code}.",
         "",
-        "| model | L | B | naive s/seq | naive s for B | converted s/seq | speedup (best runs) | target (CPU, B=1) "
-        "| naive/converted FLOPs | naive/floor FLOPs | convert s | naive GFLOP/s | converted GFLOP/s "
-        "| max abs diff | peak RSS GiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
     ]
-    for r in results:
-        f = r.flops
-        for b in r.batches:
-            basis = f"scaled from {b.naive_seqs}" if b.naive_scaled else "measured"
-            met = ""
-            if r.target is not None:
-                applies = machine.provider == PROVIDERS["cpu"] and b.batch == 1
-                met = f"{r.target:g}x" + ((" met" if b.speedup >= r.target else " **missed**") if applies else "")
-            diff = "" if b.max_abs_diff is None else f"{b.max_abs_diff:.1e}"
-            rss = "" if b.peak_rss_gib is None else f"{b.peak_rss_gib:.1f}"
-            lines.append(
-                f"| {r.name} | {r.length} | {b.batch}" + (f" (asked {b.batch_requested})" if b.batch != b.batch_requested else "")
-                + f" | {b.naive_per_seq:.4g} (measured, {b.naive_seqs} seq) | {b.naive_per_seq * b.batch:.4g} ({basis})"
-                f" | {b.converted_per_seq:.4g} | {b.speedup:.1f}x ({b.speedup_best:.1f}x) | {met} | {f['naive'] / f['converted']:.1f}x"
-                f" | {f['naive'] / f['floor']:.1f}x | {r.convert_s:.2f} | {f['naive'] / b.naive_per_seq / 1e9:.0f}"
-                f" | {f['converted'] / b.converted_per_seq / 1e9:.0f} | {diff} | {rss} |")
+    lines += ["| " + " | ".join(table_row(r, b, cpu)) + " |" for r in results for b in r.batches]
     lines += ["", "Times are medians of the runs listed in the JSON (speedup in brackets: from the fastest "
               "run of each, which a busy machine disturbs least); naive ISM is "
-              "`naive_ism(session, X, batch_size=%d)` on the original model, converted is one "
+              f"`naive_ism(session, X, batch_size={naive_batch})` on the original model, converted is one "
               "`session.run` on B sequences. GFLOP/s = plan FLOPs (`Plan.totals()`) / time; max abs diff "
-              "compares converted y_ism with naive ISM on the naive sequences." % naive_batch]
+              "compares converted y_ism with naive ISM on the naive sequences."]
+    if len({r.code for r in results}) > 1:
+        lines += ["", "Rows come from different yuzu-onnx versions: "
+                  + "; ".join(f"{r.name} B={b.batch}: {r.code}" for r in results for b in r.batches) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -713,6 +745,7 @@ def from_json(paths: Sequence[Path]) -> tuple[Machine, list[ModelResult], int]:
             d = {k: v for k, v in d.items() if k != "target"}
             names = {f.name for f in fields(BatchResult)}
             batches = [BatchResult(**{k: v for k, v in b.items() if k in names}) for b in d.pop("batches")]
+            d.setdefault("code", data["machine"].get("code", "unknown"))
             results.append(ModelResult(**d, batches=batches))
     return machine, results, naive_batch
 
@@ -726,6 +759,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-file", type=Path, action="append", default=[], metavar="PATH",
                         help="benchmark this ONNX file instead of the reference models (repeatable)")
     parser.add_argument("--length", type=int, default=1000, help="sequence length L (default 1000)")
+    parser.add_argument("--region", type=int, default=None, metavar="W",
+                        help="mutate only the central W positions (default: all; ChromBPNet: 1000 of 2114)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64], metavar="B",
                         help="sequences per converted run (default: 1 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default 3)")
@@ -774,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{machine.cpu}, {machine.cores} cores, onnxruntime {machine.onnxruntime}, {machine.provider}"
           + (f", {machine.gpu}" if machine.gpu else "") + f"; yuzu-onnx {machine.code}", flush=True)
     results = [bench_model(name, path, args) for name, path in targets(args)]
+    for r in results:
+        r.code = machine.code
     table = markdown(machine, results, args.naive_batch)
     print("\n" + table)
     if args.markdown:
