@@ -3,12 +3,14 @@
 __version__ = "0.1.0"
 
 from .analyze import ConversionWarning  # noqa: E402
+from .attributions import attributions  # noqa: E402
 from .convert import convert, plan_conversion  # noqa: E402
 from .errors import InputValidationError, ModelLoadError, UnsupportedModelError, YuzuError  # noqa: E402
 from .oracle import naive_ism  # noqa: E402
 from .runtime import run_ism  # noqa: E402
+from .session import ISMSession  # noqa: E402
 
 __all__ = [
-    "convert", "plan_conversion", "naive_ism", "run_ism", "ConversionWarning",
+    "convert", "plan_conversion", "naive_ism", "run_ism", "ISMSession", "attributions", "ConversionWarning",
     "YuzuError", "ModelLoadError", "UnsupportedModelError", "InputValidationError",
 ]

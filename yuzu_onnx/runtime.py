@@ -65,6 +65,9 @@ def run_ism(model: ConvertedLike, X: np.ndarray, batch_size: int = 16,
             providers: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Run a converted model on sequences and return ``(y0, y_hat)`` per original output.
 
+    A one-call shortcut for :class:`yuzu_onnx.ISMSession` on the CPU provider (unless
+    ``providers`` says otherwise).
+
     Parameters
     ----------
     model : str, os.PathLike or onnx.ModelProto
@@ -81,26 +84,7 @@ def run_ism(model: ConvertedLike, X: np.ndarray, batch_size: int = 16,
     list of (np.ndarray, np.ndarray)
         In the original output order; ``y_hat`` has shape ``(N, A, end - start, *out)``.
     """
-    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
-    meta = IsmMetadata.from_props({p.key: p.value for p in proto.metadata_props}, str(model)[:200]
-                                  if not isinstance(model, onnx.ModelProto) else "model")
-    X = np.asarray(X)
-    expected = (meta.alphabet, meta.length) if meta.layout == "NCL" else (meta.length, meta.alphabet)
-    if X.ndim != 3 or tuple(X.shape[1:]) != expected:
-        raise InputValidationError(f"input has shape {X.shape}; the model expects (N, {expected[0]}, {expected[1]}) "
-                                   f"({meta.layout} layout)")
-    if X.dtype.kind != "f":
-        raise InputValidationError(f"input dtype is {X.dtype}; expected a float one-hot array")
-    X = X.astype(np.float32, copy=False)
-    if meta.substitutions == "alt":
-        check_one_hot(X, 1 if meta.layout == "NCL" else 2, meta.start, meta.end)
-    session = make_session(model, providers)
-    names = [o.name for o in session.get_outputs()]
-    originals = list(meta.outputs)
-    chunks = [session.run(None, {meta.input: X[i:i + batch_size]}) for i in range(0, len(X), batch_size)]
-    results = []
-    for out in originals:
-        y0 = np.concatenate([c[names.index(out)] for c in chunks])
-        y_hat = np.concatenate([c[names.index(meta.outputs[out])] for c in chunks])
-        results.append((y0, y_hat))
-    return results
+    from .session import ISMSession
+
+    session = ISMSession(model, providers=list(providers or ["CPUExecutionProvider"]), batch_size=batch_size)
+    return session.run(X)
