@@ -81,3 +81,17 @@ def test_external_data_model_converts(tmp_path):
     (y0, y_hat), = run_ism(converted, X)
     (r0, r_hat), = naive_ism(str(MODELS_DIR / "basset_L101_torchscript.onnx"), X)
     assert_ism_close(y_hat, r_hat, r0)
+
+
+def test_readme_example_model(capsys):
+    """The README's first command: the bundled 1 kb example converts, verifies and is fast."""
+    example = MODELS_DIR / "example_basset_L1000.onnx"
+    out = Path("/tmp") / "yuzu_readme_example.ism.onnx"
+    try:
+        assert main(["convert", str(example), "-o", str(out), "--verify", "1"]) == 0
+    finally:
+        out.unlink(missing_ok=True)
+    text = capsys.readouterr().out
+    speedup = float(text.split("predicted speedup (FLOPs): ")[1].split("x")[0])
+    assert speedup > 10 and "FALLBACK" not in text
+    assert "delta Pearson r 1.0000" in text
