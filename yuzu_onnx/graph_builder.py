@@ -59,7 +59,7 @@ class GraphBuilder:
         elif arr.dtype.kind == "f":
             arr = arr.astype(self.float_dtype)
         elif arr.dtype.kind in "iu":
-            arr = arr.astype(np.int64)
+            arr = arr.astype(np.int64)  # ONNX shape/axes inputs must be int64
         key = None
         if arr.size <= 16:
             key = (arr.dtype.str, arr.shape, arr.tobytes())
@@ -109,5 +109,8 @@ class GraphBuilder:
         return self.op("Unsqueeze", [x, self.ints(axes)], hint)
 
     def gather(self, x: str, indices: np.ndarray | str, axis: int, hint: str = "gather") -> str:
-        idx = indices if isinstance(indices, str) else self.const(indices, "idx", dtype=np.int64)
-        return self.op("Gather", [x, idx], hint, axis=axis)
+        if not isinstance(indices, str):
+            # int32 tables halve the file; Gather takes int32 indices on CPU and CUDA alike
+            small = indices.size == 0 or int(np.abs(indices).max()) < 2 ** 31
+            indices = self.const(indices, "idx", dtype=np.int32 if small else np.int64)
+        return self.op("Gather", [x, indices], hint, axis=axis)
