@@ -1,4 +1,7 @@
-"""``yuzu-onnx`` command line: a thin shell over the library."""
+"""yuzu-onnx: exact in silico saturation mutagenesis for ONNX sequence models.
+
+The command line is a thin shell over the library: convert a model, run it on FASTA or .npy
+sequences, check it against brute-force ISM, or write a Triton model repository."""
 
 from __future__ import annotations
 
@@ -106,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details of each pass")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(sub)
+    from .commands import check, ism, triton
+    ism.add_parser(sub)
+    check.add_parser(sub)
+    triton.add_parser(sub)
     return parser
 
 
