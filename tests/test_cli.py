@@ -95,3 +95,19 @@ def test_readme_example_model(capsys):
     speedup = float(text.split("predicted speedup (FLOPs): ")[1].split("x")[0])
     assert speedup > 10 and "FALLBACK" not in text
     assert "delta Pearson r 1.0000" in text
+
+
+def test_bench_prints_speedup_and_floor(capsys):
+    assert main(["bench", str(EXAMPLE), "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "naive ISM" in out and "converted" in out and "floor of exact ISM" in out
+    assert float(out.split("speedup ")[1].split("x")[0]) > 0
+
+
+def test_bench_refuses_a_provider_that_does_not_run(capsys):
+    import onnxruntime as ort
+    probe = ort.InferenceSession(str(EXAMPLE), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    if probe.get_providers()[0] == "CUDAExecutionProvider":
+        pytest.skip("CUDA really runs here")
+    assert main(["bench", str(EXAMPLE), "--provider", "cuda"]) == 2
+    assert "CUDAExecutionProvider is not usable here" in capsys.readouterr().err

@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details of each pass")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(sub)
-    from .commands import check, ism, triton
+    from .commands import bench, check, ism, triton
     ism.add_parser(sub)
     check.add_parser(sub)
+    bench.add_parser(sub)
     triton.add_parser(sub)
     return parser
 

@@ -1,0 +1,71 @@
+"""``yuzu-onnx bench``: time naive ISM against the converted graph on one provider."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+from ..analyze import ConversionWarning
+from ..convert import convert
+from ..oracle import naive_ism
+from ..runtime import make_session
+from ..session import ISMSession
+from ..verify import random_one_hot
+
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench", help="time naive ISM against the converted model",
+        description="Convert MODEL in memory, then time naive ISM (the original model on every "
+                    "mutant) and the converted graph on the same random sequences and provider, "
+                    "after one warm-up run each. Prints the median of the repeats, the speedup, and "
+                    "the FLOPs of naive ISM, the converted graph and the floor of exact ISM. For "
+                    "publishable figures on the reference models use tools/benchmark.py.")
+    p.add_argument("model", type=Path, metavar="MODEL", help="the original ONNX model")
+    p.add_argument("--sequences", type=int, default=1, metavar="N", help="sequences per run (default 1)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
+    p.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="execution provider (default cpu)")
+    p.add_argument("--start", type=int, default=0, help="first mutated position (default 0)")
+    p.add_argument("--end", type=int, default=None, help="one past the last mutated position (default: length)")
+    p.set_defaults(func=run)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: session start, memory planning, kernel selection
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.sequences < 1 or args.repeats < 1:
+        raise ValueError("--sequences and --repeats must be at least 1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConversionWarning)
+        model, plan = convert(args.model, start=args.start, end=args.end, return_plan=True)
+    providers = PROVIDERS[args.provider]
+    session = ISMSession(model, providers=providers, batch_size=args.sequences)
+    original = make_session(str(args.model), providers)
+    used = original.get_providers()[0]
+    if used != providers[0] or session.provider != providers[0]:
+        raise ValueError(f"{providers[0]} is not usable here (ONNX Runtime runs {used}); use --provider cpu")
+    X = random_one_hot(args.sequences, plan.seq.alphabet, plan.seq.length, plan.seq.layout)
+    naive = _median_seconds(lambda: naive_ism(original, X, start=plan.start, end=plan.end,
+                                              layout=plan.seq.layout), args.repeats)
+    converted = _median_seconds(lambda: session.run(X), args.repeats)
+    flops = plan.totals()
+    n = args.sequences
+    print(f"{args.model}: L={plan.seq.length}, {plan.mutants} mutants per sequence, {n} sequence(s), {used}")
+    print(f"  naive ISM   {naive / n:10.4f} s/sequence   {flops['naive'] / 1e9:12,.1f} GFLOP/sequence")
+    print(f"  converted   {converted / n:10.4f} s/sequence   {flops['converted'] / 1e9:12,.1f} GFLOP/sequence")
+    print(f"  speedup {naive / converted:.1f}x (FLOPs {flops['naive'] / flops['converted']:.1f}x; "
+          f"floor of exact ISM {flops['naive'] / flops['floor']:.1f}x); medians of {args.repeats} runs")
+    return 0
