@@ -109,10 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log details of each pass")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(sub)
-    from .commands import bench, check, ism, triton
+    from .commands import bench, check, ism, plot, triton
     ism.add_parser(sub)
     check.add_parser(sub)
     bench.add_parser(sub)
+    plot.add_parser(sub)
     triton.add_parser(sub)
     return parser
 
@@ -122,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if not args.verbose:
+        # The GPU wheel logs a long error when it probes CUDA on a machine without it; the
+        # session then runs on the CPU and says so (ISMSession.provider), which is enough.
+        import onnxruntime
+        onnxruntime.set_default_logger_severity(4)
     try:
         return args.func(args)
     except (YuzuError, ValueError, OSError) as exc:
