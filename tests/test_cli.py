@@ -111,3 +111,21 @@ def test_bench_refuses_a_provider_that_does_not_run(capsys):
         pytest.skip("CUDA really runs here")
     assert main(["bench", str(EXAMPLE), "--provider", "cuda"]) == 2
     assert "CUDAExecutionProvider is not usable here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "not_onnx"])
+def test_ism_bad_model_gives_one_line_error(tmp_path, capsys, kind):
+    converted = tmp_path / "m.ism.onnx"
+    if kind == "truncated":
+        onnx.save(convert(EXAMPLE), str(converted))
+        converted.write_bytes(converted.read_bytes()[:4000])
+    elif kind == "not_onnx":
+        converted.write_text(">seq\nACGT\n")
+    fasta = tmp_path / "in.fa"
+    fasta.write_text(">a\n" + "ACGT" * 11 + "A\n")
+    out = tmp_path / "out.npz"
+    assert main(["ism", str(converted), str(fasta), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("yuzu-onnx: error:") and "m.ism.onnx" in err[-1]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["in.fa"] + ([] if kind == "missing" else ["m.ism.onnx"]))
