@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +17,7 @@ import onnx
 from .analyze import ConversionWarning
 from .convert import DEFAULT_ALPHA, convert
 from .errors import YuzuError
+from .files import write_atomic
 from .report import plan_table
 
 # Larger models must be written with their weights in a side file (protobuf's 2 GB limit).
@@ -33,23 +32,11 @@ def default_output(model: Path) -> Path:
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     """Write ``model`` atomically: nothing is left at ``path`` if writing fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    large = model.ByteSize() > _PROTO_LIMIT
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        if large:
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=f"{path.name}.data")
-        else:
-            onnx.save_model(model, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if model.ByteSize() > _PROTO_LIMIT:
+        write_atomic(path, lambda tmp: onnx.save_model(model, tmp, save_as_external_data=True,
+                                                       all_tensors_to_one_file=True, location=f"{path.name}.data"))
+    else:
+        write_atomic(path, lambda tmp: onnx.save_model(model, tmp))
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

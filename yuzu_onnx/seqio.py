@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputValidationError
+from .files import publish, temporary_path
 
 __all__ = ["read_fasta", "one_hot", "load_sequences", "ResultWriter", "FASTA_SUFFIXES", "OUTPUT_SUFFIXES"]
 
@@ -202,12 +203,6 @@ def _import_h5py():
     return h5py
 
 
-def _public_mode(path: str) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # mkstemp makes owner-only files
-
-
 class ResultWriter:
     """Stream per-batch results into ``path`` (``.npz`` or ``.h5``/``.hdf5``), atomically.
 
@@ -240,9 +235,7 @@ class ResultWriter:
 
     def __enter__(self) -> ResultWriter:
         parent = self.path.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
-        os.close(fd)
+        self._tmp = temporary_path(self.path)
         self._open = True
         try:
             if self.kind == "h5":
@@ -299,8 +292,7 @@ class ResultWriter:
                     zf.write(names_file, arcname="names.npy")
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
-        _public_mode(self._tmp)
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
         self._tmp = None
         self._open = False
 

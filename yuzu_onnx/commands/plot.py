@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputValidationError
+from ..files import write_atomic
 
 __all__ = ["add_parser", "run", "load_results"]
 
@@ -73,18 +72,7 @@ def _save_atomic(fig, path: Path, dpi: int) -> None:
     if fmt not in supported:
         raise InputValidationError(f"figure {path}: unknown image format {fmt!r}; use one of "
                                    f"{', '.join(sorted(supported))}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
 
 
 def run(args: argparse.Namespace) -> int:
