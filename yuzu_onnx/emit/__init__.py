@@ -13,6 +13,7 @@ import onnx
 from onnx import helper
 
 from ..analyze import Plan
+from ..errors import UnsupportedModelError
 from ..graph_builder import GraphBuilder
 from .context import EmitContext
 from .exits import emit_dense_exit, emit_reduce_exit
@@ -53,7 +54,7 @@ def emit(plan: Plan) -> onnx.ModelProto:
             rule(ctx, np_)
     new_outputs = []
     for out in graph.output:
-        dims = [d.dim_value for d in out.type.tensor_type.shape.dim][1:]
+        dims = _static_output_dims(plan, out.name)
         emit_ism_output(ctx, out.name, dims)
         shape = ["N", plan.seq.alphabet, plan.region] + dims
         new_outputs.append(helper.make_tensor_value_info(ism_output_name(out.name),
@@ -66,6 +67,16 @@ def emit(plan: Plan) -> onnx.ModelProto:
     converted.ir_version = model.ir_version
     _set_metadata(converted, plan)
     return converted
+
+
+def _static_output_dims(plan: Plan, name: str) -> list[int]:
+    """Per-sequence dims of an output; y_ism is reshaped with them, so they must be static."""
+    info = plan.infos.get(name)
+    dims = None if info is None or info.shape is None else info.shape[1:]
+    if dims is None or any(d is None for d in dims):
+        raise UnsupportedModelError(f"output {name!r} has shape {info.shape if info else 'unknown'}: "
+                                    "its non-batch dimensions must be static to lay out its ISM")
+    return [int(d) for d in dims]
 
 
 def _set_metadata(model: onnx.ModelProto, plan: Plan) -> None:
