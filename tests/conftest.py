@@ -168,7 +168,8 @@ def ism_error(y_hat: np.ndarray, y_hat_ref: np.ndarray, y0_ref: np.ndarray,
 
 
 def assert_ism_close(y_hat: np.ndarray, y_hat_ref: np.ndarray, y0_ref: np.ndarray, *, start: int = 0,
-                     positions: slice = slice(None), rtol: float = ISM_RTOL, label: str = "") -> float:
+                     positions: slice = slice(None), rtol: float = ISM_RTOL, label: str = "",
+                     atol: float = 0.0) -> float:
     """Assert ``max|y_hat - y_hat_ref| <= rtol * max|y_hat_ref - y0_ref| + ISM_NOISE * max|y0_ref|``
     over ``positions``.
 
@@ -187,7 +188,7 @@ def assert_ism_close(y_hat: np.ndarray, y_hat_ref: np.ndarray, y0_ref: np.ndarra
     worst = np.unravel_index(int(err.argmax()), err.shape)
     first = positions.indices(y_hat.shape[2])[0]
     n, a, i = (int(v) for v in worst[:3])
-    bound = rtol * scale + ISM_NOISE * float(np.abs(y0_ref).max())
+    bound = rtol * scale + ISM_NOISE * float(np.abs(y0_ref).max()) + atol
     assert err.max() <= bound, (
         f"{label}: max |y_hat - naive| = {err.max():.3e} > {rtol:g} * max|delta| + noise floor = {bound:.3e} "
         f"(max|delta| = {scale:.3e}); worst at sequence {n}, character {a}, position "

@@ -298,6 +298,10 @@ class _Analyzer(ProbeSizing, FlopCounter):
                                                            win.dilation, win.kernel)
         else:
             win = window_1d(node, st.dims[-1], out_shape[-1], int(kernel[-1]))
+            if self.ceil_window_dropped(node, st.dims[-1], win):
+                # a ceil_mode window starting past the input: ONNX Runtime's kernel drops it but
+                # its shape inference keeps it, so no static-shaped rule can be emitted here
+                return None
             support = st.support.through_window(out_shape[-1], win.stride, win.pad_begin, win.dilation, win.kernel)
         states[node.output[0]] = self.seq_state(support, rank - 1, out_shape[1:])
         sensing = self.plan.sensing if node.op_type == "Conv" and rank == 3 else "spike"
@@ -308,6 +312,18 @@ class _Analyzer(ProbeSizing, FlopCounter):
                 self.taps_pay_off(node, st.dims[0], out_shape[1], win):
             impl = "taps"
         return NodePlan(node, "window", sensing=sensing, conv_impl=impl, width=support.max_width)
+
+    @staticmethod
+    def ceil_window_dropped(node: onnx.NodeProto, length: int, win) -> bool:
+        """A ceil_mode pool whose last window would start past the input: ONNX Runtime's kernel
+        drops that window, its shape inference (and ONNX's) keeps it."""
+        if node.op_type not in ("MaxPool", "AveragePool") or not attr(node, "ceil_mode", 0):
+            return False
+        pads = attr(node, "pads") or [0, 0]
+        padded = length + int(pads[len(pads) // 2 - 1]) + int(pads[-1])
+        span = (win.kernel - 1) * win.dilation + 1
+        inferred = -(-(padded - span) // win.stride) + 1
+        return (inferred - 1) * win.stride >= length + win.pad_begin
 
     @staticmethod
     def height_padded(node: onnx.NodeProto) -> bool:

@@ -53,6 +53,10 @@ def canonicalize(model: onnx.ModelProto, seq: SequenceInput,
     model = _fold_constants(_infer(model))  # known shapes let Shape->Gather->... chains fold
     _remove_identities(model)
     model = _infer(model)
+    if _has_ceil_mode_pool(model):
+        # ONNX shape inference and ONNX Runtime disagree on ceil_mode pools whose last window
+        # would start past the input; take the shapes ONNX Runtime really produces.
+        _use_runtime_shapes(model, seq)
     if _free_reshape_batch(model):
         # Inference had copied the hard-coded batch onto the outputs: free it and infer again.
         _drop_unused_initializers(model)
@@ -176,6 +180,48 @@ def _free_reshape_batch(model: onnx.ModelProto) -> bool:
         node.input[1] = name
         changed = True
     return changed
+
+
+def _has_ceil_mode_pool(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in ("MaxPool", "AveragePool") and any(a.name == "ceil_mode" and a.i for a in n.attribute)
+               for n in model.graph.node)
+
+
+def _use_runtime_shapes(model: onnx.ModelProto, seq: SequenceInput) -> None:
+    """Replace inferred shapes by those of one batch-1 run of the model on zeros."""
+    import onnxruntime as ort
+
+    infos = tensor_infos(model)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        for name in node.output:
+            info = infos.get(name)
+            if name and name not in known and info is not None and info.dtype is not None:
+                probe.graph.output.append(helper.make_tensor_value_info(
+                    name, helper.np_dtype_to_tensor_dtype(info.dtype), None))
+    feeds = {}
+    inits = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = [1] + [d if d is not None else 1 for d in static_dims(vi)[1:]]
+        dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        feeds[vi.name] = np.zeros(dims, dtype=dtype)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        values = session.run(None, feeds)
+    except Exception as exc:  # keep the inferred shapes; the converted graph is still checked
+        log.debug("runtime shapes unavailable: %s", exc)
+        return
+    actual = {o.name: v.shape for o, v in zip(session.get_outputs(), values)}
+    for vi in list(model.graph.value_info) + list(model.graph.output):
+        if vi.name in actual and vi.type.tensor_type.HasField("shape"):
+            dims = vi.type.tensor_type.shape.dim
+            for d, size in list(zip(dims, actual[vi.name]))[1:]:
+                d.ClearField("dim_param")
+                d.dim_value = int(size)
 
 
 def tensor_infos(model: onnx.ModelProto) -> dict[str, TensorInfo]:

@@ -33,7 +33,9 @@ class ProbeSizing:
             if np_.rule in ("elementwise", "positional"):
                 st.probes = max(p_in, max(st.slots, 1))
             elif np_.sensing == "gaussian":
-                need = max(math.ceil(plan.alpha * st.slots), self.segment_slots(self.segment(out)))
+                # the input is reprobed to these probes too, so they must cover its K as well
+                k_in = max(states[n].slots for n in node.input if isinstance(states.get(n), SeqState))
+                need = max(math.ceil(plan.alpha * st.slots), self.segment_slots(self.segment(out)), k_in)
                 st.probes = max(need, 1)
             elif p_in >= st.slots:
                 st.probes = p_in

@@ -24,7 +24,7 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     elif ctx.is_mut(output):
         per_mutant = ctx.mut[output]
     else:  # the output does not depend on the sequence: every slot equals y0
-        y0_b = b.unsqueeze(output, [1, 2], "y0_b")
+        y0_b = b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")  # static dims, as y_ism has
         return b.op("Expand", [y0_b, b.ints([1, a, region] + [1] * len(out_dims))], outputs=[name])
     by_slot = b.reshape(per_mutant, [-1, region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
     if plan.substitutions == "all":
@@ -38,7 +38,7 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     first = b.op("Slice", [by_slot, b.ints([0]), b.ints([1]), b.ints([2])], "slot0")
     below = b.op("Concat", [by_slot, first], "slot_below", axis=2)  # slot a -> mutant slot a
     above = b.op("Concat", [first, by_slot], "slot_above", axis=2)  # slot a -> mutant slot a-1
-    y0_b = b.unsqueeze(output, [1, 2], "y0_b")
+    y0_b = b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")  # static dims, as y_ism has
     is_below = b.op("Less", [letters, ref], "is_below")
     is_ref = b.op("Equal", [letters, ref], "is_ref")
     upper = b.op("Where", [is_ref, y0_b, above], "upper")
