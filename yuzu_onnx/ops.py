@@ -19,9 +19,6 @@ UNARY_ELEMENTWISE = {
 #: Elementwise ops with several tensor inputs, numpy-style broadcasting.
 BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", "Sum", "Mean", "Where",
                       "Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod"}
-#: Ops that are linear in their (single) sequence-dependent input: the delta of the output is
-#: the op applied to the delta (no bias).
-LINEAR_WINDOW_OPS = {"Conv", "AveragePool"}
 WINDOW_OPS = {"Conv", "ConvTranspose", "AveragePool", "MaxPool"}
 #: Ops that move, select or concatenate positions and axes (see :mod:`yuzu_onnx.positional`).
 POSITIONAL_OPS = {"Transpose", "Squeeze", "Unsqueeze", "Slice", "Pad", "Concat"}

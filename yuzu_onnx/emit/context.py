@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analyze import FlatState, MutState, Plan, SeqState
+from ..analyze import MutState, Plan, SeqState
 from ..graph_builder import GraphBuilder
 
 
@@ -49,9 +49,6 @@ class EmitContext:
 
     def is_mut(self, name: str) -> bool:
         return isinstance(self.plan.states.get(name), MutState)
-
-    def is_flat(self, name: str) -> bool:
-        return isinstance(self.plan.states.get(name), FlatState)
 
     def ref_broadcast(self, name: str) -> str:
         """The reference tensor with a unit probe axis: ``(N, 1, *dims)``."""
