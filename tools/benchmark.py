@@ -82,7 +82,8 @@ MEMORY_FRACTION = 0.8  # share of MemAvailable the converted run may use
 # the memory pattern of later runs may need a second block (see warm_up_fitting).
 MEMORY_SAFETY = 1.5
 PROTOBUF_LIMIT = 2**31 - 2**26  # larger converted models go through a file with external data
-OOM_MARKERS = ("allocate", "out of memory", "bad_alloc", "bad allocation", "oom")
+# cuDNN answers NOT_SUPPORTED for tensors over 2^31 elements: too large a B, like an OOM
+OOM_MARKERS = ("allocate", "out of memory", "bad_alloc", "bad allocation", "oom", "cudnn_status_not_supported")
 TOP_NODES = 15
 
 
@@ -229,7 +230,9 @@ def session_options(threads: int | None, profile_prefix: str | None = None) -> o
 def provider_list(provider: str) -> list:
     """ONNX Runtime providers for ``--provider``."""
     if provider == "cuda":
-        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), "CPUExecutionProvider"]
+        # TF32 off: naive and converted both in full float32 (see yuzu_onnx/providers.py)
+        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}),
+                "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 

@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from yuzu_onnx.errors import InputValidationError, ModelLoadError, UnsupportedModelError
+from yuzu_onnx.providers import exact_providers
 
 __all__ = ["naive_ism"]
 
@@ -144,7 +145,7 @@ def _make_session(model: ModelLike, providers: Sequence[str] | None) -> ort.Infe
     """
     if isinstance(model, ort.InferenceSession):
         return model
-    providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
+    providers = exact_providers(providers)
     if isinstance(model, onnx.ModelProto):
         source: str | bytes = model.SerializeToString()
     elif isinstance(model, (str, Path)):

@@ -12,6 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import InputValidationError, ModelLoadError
+from .providers import exact_providers
 
 ConvertedLike = Union[str, os.PathLike, onnx.ModelProto]
 
@@ -42,11 +43,12 @@ class IsmMetadata:
 
 
 def make_session(model: ConvertedLike, providers: Sequence[str] | None = None) -> ort.InferenceSession:
-    """An ONNX Runtime session on the CPU provider unless ``providers`` says otherwise."""
+    """An ONNX Runtime session on the CPU provider unless ``providers`` says otherwise (CUDA
+    without TF32, see :mod:`yuzu_onnx.providers`)."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(source, opts, providers=list(providers or ["CPUExecutionProvider"]))
+    return ort.InferenceSession(source, opts, providers=exact_providers(providers))
 
 
 def check_one_hot(X: np.ndarray, channel_axis: int, start: int, end: int) -> None:
