@@ -56,6 +56,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from yuzu_onnx.providers import EXACT_CUDA_OPTIONS  # noqa: E402
 from yuzu_onnx.convert import convert
 from yuzu_onnx.load import find_sequence_input
 from yuzu_onnx.oracle import naive_ism
@@ -230,8 +231,8 @@ def session_options(threads: int | None, profile_prefix: str | None = None) -> o
 def provider_list(provider: str) -> list:
     """ONNX Runtime providers for ``--provider``."""
     if provider == "cuda":
-        # TF32 off: naive and converted both in full float32 (see yuzu_onnx/providers.py)
-        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}),
+        # naive and converted both in full float32, bounded cuDNN workspace (yuzu_onnx/providers.py)
+        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", **EXACT_CUDA_OPTIONS}),
                 "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 

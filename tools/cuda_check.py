@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from yuzu_onnx import convert  # noqa: E402
 from yuzu_onnx.oracle import naive_ism  # noqa: E402
+from yuzu_onnx.providers import EXACT_CUDA_OPTIONS  # noqa: E402
 
 RTOL, NOISE = 1e-4, 5e-5
 
@@ -42,7 +43,7 @@ def providers(tf32: int) -> list:
     """CUDA first, with TF32 on or off."""
     if DRY_RUN:
         return ["CPUExecutionProvider"]
-    return [("CUDAExecutionProvider", {"use_tf32": str(tf32)}), "CPUExecutionProvider"]
+    return [("CUDAExecutionProvider", {**EXACT_CUDA_OPTIONS, "use_tf32": str(tf32)}), "CPUExecutionProvider"]
 
 
 def random_one_hot(n: int, alphabet: int, length: int, layout: str, seed: int) -> np.ndarray:
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tf32", type=int, nargs="+", default=[0])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", help="check only files whose name contains this")
     parser.add_argument("--cpu", action="store_true", help="dry run on the CPU provider")
     args = parser.parse_args(argv)
     global DRY_RUN
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, failed = [], 0
     for tf32 in args.tf32:
         for entry in manifest:
+            if args.only and args.only not in entry["file"]:
+                continue
             try:
                 row = check_file(entry, tf32)
             except Exception as exc:  # report and go on: one broken model must not hide the rest

@@ -13,16 +13,18 @@ fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 export LD_LIBRARY_PATH=$(find "$SP/nvidia" -name 'lib*.so*' -printf '%h\n' | sort -u | tr '\n' ':')${LD_LIBRARY_PATH:-}
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import onnxruntime as o; print(o.__version__, o.get_available_providers())" | tee -a "$OUT/gpu.txt"
-B="python3 -W ignore tools/benchmark.py --provider cuda"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee -a "$OUT/bench.log"
+python3 -c "import onnxruntime as o; print(o.__version__, o.get_available_providers())" | tee -a "$OUT/bench.log"
+B="python3 -W ignore tools/benchmark.py --provider cuda --repeats 5"
+bench() {  # one process per model: a CUDA failure in one cannot take the others down
+  local name=$1; shift
+  timeout 150 $B --json "$OUT/bench_$name.json" "$@" 2>&1 | grep -v "^\x1b" >> "$OUT/bench.log"
+  grep "^| $name" "$OUT/bench.log" | tail -3
+}
 for stage in "$@"; do case $stage in
-  check) timeout 150 python3 -W ignore tools/cuda_check.py --json "$OUT/cuda_check.json" 2>&1 \
-           | grep -v "return analyze" | tee "$OUT/cuda_check.log" ;;
-  bench) timeout 300 $B --repeats 5 --models basset deepsea factorized_basset bpnet --batches 1 16 64 \
-           --json "$OUT/bench_main.json" --markdown "$OUT/bench_main.md" 2>&1 | tee "$OUT/bench_main.log" | grep -v "^  " ;;
-  bench2) timeout 90 $B --repeats 5 --models bpnet9 --batches 1 8 --json "$OUT/bench_bpnet9.json" \
-           --markdown "$OUT/bench_bpnet9.md" 2>&1 | tail -4
-          timeout 90 $B --repeats 5 --models chrombpnet --length 2114 --region 1000 --batches 1 4 \
-           --json "$OUT/bench_chrom.json" --markdown "$OUT/bench_chrom.md" 2>&1 | tail -4 ;;
+  check) timeout 150 python3 -W ignore tools/cuda_check.py ${ONLY:+--only $ONLY} 2>&1 \
+           | grep -v "return analyze\|^.\[1;31m" | tee "$OUT/cuda_check.log" ;;
+  bench) for m in basset deepsea factorized_basset bpnet; do bench $m --models $m --batches 1 16 64; done ;;
+  bench2) bench bpnet9 --models bpnet9 --batches 1 8
+          bench chrombpnet --models chrombpnet --length 2114 --region 1000 --batches 1 4 ;;
 esac; done

@@ -4,7 +4,9 @@ ONNX Runtime's CUDA provider runs float32 Conv and MatMul in TF32 by default on 
 later GPUs (10-bit mantissa). Naive ISM and the converted graph then round differently and
 disagree by about 1e-3 of the effects (measured on an H100: 4-70x over the exactness bound on
 every reference model, versus 0.03x with TF32 off), so every session this package creates asks
-for full float32.
+for full float32. Without TF32, cuDNN's heuristics for large float32 convolutions pick
+algorithms asking for workspaces of 90-680 GB when ONNX Runtime allows "max workspace" (seen on
+the H100 with the probe tensors of Basset and DeepSEA), so the workspace is kept bounded too.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 #: CUDA provider options of every session created by yuzu-onnx.
-EXACT_CUDA_OPTIONS = {"use_tf32": "0"}
+EXACT_CUDA_OPTIONS = {"use_tf32": "0", "cudnn_conv_use_max_workspace": "0"}
 
 ProviderSpec = str | tuple[str, dict]
 
