@@ -231,8 +231,10 @@ def session_options(threads: int | None, profile_prefix: str | None = None) -> o
 def provider_list(provider: str) -> list:
     """ONNX Runtime providers for ``--provider``."""
     if provider == "cuda":
-        # naive and converted both in full float32, bounded cuDNN workspace (yuzu_onnx/providers.py)
-        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", **EXACT_CUDA_OPTIONS}),
+        # naive and converted both in full float32, bounded cuDNN workspace (yuzu_onnx/providers.py);
+        # exhaustive algorithm search (ORT's default, done in the warm-up): HEURISTIC ignored the
+        # workspace bound and asked for 90-680 GB on the H100
+        return [("CUDAExecutionProvider", dict(EXACT_CUDA_OPTIONS)),
                 "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
