@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from yuzu_onnx import convert, naive_ism
 from yuzu_onnx.attributions import attributions
-from yuzu_onnx.errors import InputValidationError, ModelLoadError
+from yuzu_onnx.errors import InputValidationError, MemoryBudgetError, ModelLoadError
 from yuzu_onnx.session import ISMSession
 
 from conftest import MODELS_DIR, assert_ism_close, assert_y0_close, random_one_hot
@@ -129,17 +129,27 @@ def test_batch_size_does_not_change_results(converted, toynet):
             np.testing.assert_allclose(ah, bh, rtol=1e-5, atol=1e-6)
 
 
-def test_max_memory_caps_the_batch(converted, toynet):
+def test_max_memory_sets_the_batch_from_the_estimate(converted, toynet):
     X = _x("toynet")
-    per_seq = sum(y0[:1].nbytes + yh[:1].nbytes for y0, yh in toynet.run(X[:1]))
-    session = ISMSession(converted["toynet"], batch_size=4, max_memory=2 * per_seq)
-    sizes = [sl.stop - sl.start for sl, _ in session.iter_batches(X)]
-    assert sizes == [1, 2, 2]
-    tiny = ISMSession(converted["toynet"], max_memory=1)
-    assert [sl.stop - sl.start for sl, _ in tiny.iter_batches(X)] == [1] * N_SEQ
-    for (a0, ah), (b0, bh) in zip(tiny.run(X), toynet.run(X)):
-        np.testing.assert_allclose(a0, b0, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(ah, bh, rtol=1e-5, atol=1e-6)
+    est = toynet.memory
+    assert est.per_sequence > 0 and est.weights > 0
+    # room for exactly two sequences
+    session = ISMSession(converted["toynet"], max_memory=est.total(2) + est.per_sequence // 2)
+    assert session.batch_size == 2
+    assert [sl.stop - sl.start for sl, _ in session.iter_batches(X)] == [2, 2, 1][: -(-N_SEQ // 2)]
+    for (a0, ah), (b0, bh) in zip(session.run(X), toynet.run(X)):
+        np.testing.assert_array_equal(a0, b0)
+        np.testing.assert_array_equal(ah, bh)
+    # an explicit batch_size is an upper bound
+    assert ISMSession(converted["toynet"], batch_size=1, max_memory=est.total(4)).batch_size == 1
+
+
+def test_max_memory_below_one_sequence_is_refused_before_running(converted, toynet):
+    need = toynet.memory.total(1)
+    with pytest.raises(MemoryBudgetError, match=r"one sequence needs about .* more than the memory budget of "
+                                                r"1\.00 KiB; raise --max-memory / max_memory to at least"):
+        ISMSession(converted["toynet"], max_memory=1024)
+    assert need > 1024
 
 
 # ----------------------------------------------------------------------------- validation
@@ -201,10 +211,10 @@ def test_not_one_hot_outside_region_is_fine(converted):
 
 
 def test_empty_batch(toynet):
-    with pytest.raises(InputValidationError, match="empty batch"):
-        toynet.run(np.zeros((0, 4, 45), np.float32))
-    with pytest.raises(InputValidationError, match="empty batch"):
-        toynet.iter_batches(np.zeros((0, 4, 45), np.float32))
+    # N = 0 is valid: empty results (shapes in tests/test_bad_input.py), no batches
+    pairs = toynet.run(np.zeros((0, 4, 45), np.float32))
+    assert pairs and all(y0.shape[0] == 0 and y_hat.shape[:3] == (0, 4, 45) for y0, y_hat in pairs)
+    assert list(toynet.iter_batches(np.zeros((0, 4, 45), np.float32))) == []
 
 
 # ----------------------------------------------------------------------------- NLC layout

@@ -19,3 +19,7 @@ class UnsupportedModelError(YuzuError):
 
 class InputValidationError(YuzuError):
     """An input array does not fit the model (shape, dtype, one-hot-ness, region)."""
+
+
+class MemoryBudgetError(YuzuError):
+    """Running the converted model on one sequence would exceed the memory budget."""

@@ -78,6 +78,8 @@ class Plan:
     #: Tensors computed from the model's other (non-sequence) inputs: they carry the batch axis
     #: and are repeated over probes or mutants wherever they meet sequence-dependent tensors.
     side: set[str] = field(default_factory=set)
+    #: Memory of the converted graph (:class:`yuzu_onnx.memory.MemoryEstimate`), set after emit.
+    memory: object | None = None
 
     @property
     def subs(self) -> int:

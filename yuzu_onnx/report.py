@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .analyze import Plan, SeqState
+from .memory import format_size
 
 _RULE_LABEL = {
     "elementwise": "probe elementwise",
@@ -48,6 +49,10 @@ def plan_table(plan: Plan) -> str:
                  f"floor {t['floor'] / 1e9:,.2f} G")
     lines.append(f"predicted speedup (FLOPs): {t['naive'] / max(t['converted'], 1):.1f}x "
                  f"(floor allows {t['naive'] / max(t['floor'], 1):.1f}x)")
+    if plan.memory is not None:
+        m = plan.memory
+        lines.append(f"memory: peak activations {format_size(m.activations(1))} for 1 sequence, "
+                     f"+{format_size(m.per_sequence)} per further sequence; weights {format_size(m.weights)}")
     fallbacks = [np_ for np_ in plan.nodes if np_.rule == "fallback"]
     if fallbacks:
         ops = ", ".join(sorted({np_.node.op_type for np_ in fallbacks}))

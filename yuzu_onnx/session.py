@@ -11,7 +11,8 @@ import onnx
 import onnxruntime as ort
 
 from .errors import InputValidationError, ModelLoadError, YuzuError
-from .runtime import ConvertedLike, IsmMetadata, check_one_hot, make_session
+from .memory import METADATA_KEY, MemoryEstimate, batch_for_budget, cuda_batch_limit, estimate_memory, format_size
+from .runtime import ConvertedLike, IsmMetadata, check_finite, check_one_hot, coerce_input, make_session
 
 __all__ = ["ISMSession"]
 
@@ -23,6 +24,11 @@ _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
+    # integer one-hot inputs (the model casts them to float itself)
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
 }
 
 Results = list[tuple[np.ndarray, np.ndarray]]
@@ -56,15 +62,26 @@ class ISMSession:
     batch_size : int, optional
         Sequences per ONNX Runtime call (default 8). Memory per call grows linearly with it.
     max_memory : int, optional
-        Upper bound, in bytes, on the outputs of one ONNX Runtime call (``y0`` and ``y_hat`` of
-        every output; the model's intermediate tensors are not counted). When given, the batch
-        size is lowered so that a batch fits; a single sequence is always allowed. The size of
-        one sequence's outputs is measured on the first sequence.
+        Memory budget in bytes for running the model: weights plus the peak of one ONNX Runtime
+        call, as predicted from the graph's tensor shapes (:mod:`yuzu_onnx.memory`; the plan
+        table prints it). The batch size is the largest ``<= batch_size`` that fits (if
+        ``batch_size`` is not given, as many sequences as fit). On the CPU the session is then
+        created without ONNX Runtime's arena, so that the process holds what was predicted
+        (within 3% on the reference models) rather than up to 2.8x that. Without a budget,
+        ONNX Runtime's defaults apply (fastest).
 
     Raises
     ------
     ModelLoadError
         If the model is missing, cannot be loaded by ONNX Runtime, or was not converted.
+    MemoryBudgetError
+        If one sequence alone needs more than ``max_memory`` (the message gives the amount
+        needed); raised before anything runs.
+
+    Notes
+    -----
+    On CUDA the batch is always kept small enough that no tensor reaches 2^31 elements: cuDNN
+    refuses such tensors and ONNX Runtime's CUDA context is unusable afterwards.
     """
 
     def __init__(self, path_or_model: ConvertedLike, providers: Sequence[str] | None = None,
@@ -82,10 +99,11 @@ class ISMSession:
                                  f"not {type(path_or_model).__name__}")
         requested = list(providers) if providers is not None else _default_providers()
         try:
-            self._session = make_session(path_or_model, requested)
+            self._session = make_session(path_or_model, requested, bounded_memory=self._max_memory is not None)
         except Exception as exc:  # onnxruntime raises several unrelated exception types
             raise ModelLoadError(f"{where}: onnxruntime could not load the model: {exc}") from exc
         self._meta = IsmMetadata.from_props(dict(self._session.get_modelmeta().custom_metadata_map), where)
+        self._memory = self._memory_estimate(path_or_model, dict(self._session.get_modelmeta().custom_metadata_map))
         active = self._session.get_providers()
         self._provider = active[0] if active else "CPUExecutionProvider"
         logger.info("ISMSession: running %s on %s (requested %s)", where, self._provider, ", ".join(requested))
@@ -101,9 +119,34 @@ class ISMSession:
         if self._meta.input not in inputs:
             raise ModelLoadError(f"{where}: converted model has no input {self._meta.input!r}")
         self._dtype = np.dtype(_ORT_TO_NUMPY.get(inputs[self._meta.input].type, np.float32))
+        self._effective_batch = self._choose_batch(where)
         others = sorted(set(inputs) - {self._meta.input})
         if others:
             logger.warning("ISMSession: the model has further inputs %s, which ISMSession does not feed", others)
+
+    @staticmethod
+    def _memory_estimate(path_or_model: ConvertedLike, props: dict[str, str]) -> MemoryEstimate:
+        """The estimate stored at conversion; computed from the graph for older files."""
+        if METADATA_KEY in props:
+            try:
+                return MemoryEstimate.from_json(props[METADATA_KEY])
+            except (TypeError, ValueError):
+                pass
+        model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(
+            os.fspath(path_or_model), load_external_data=False)
+        return estimate_memory(model)
+
+    def _choose_batch(self, where: str) -> int:
+        """Sequences per ONNX Runtime call: requested, budget and CUDA limits applied."""
+        requested = self._batch_size or DEFAULT_BATCH_SIZE
+        if self._max_memory is not None:
+            requested = batch_for_budget(self._memory, self._max_memory, self._batch_size or 2**31,
+                                         where=where)
+        if self._provider == "CUDAExecutionProvider":
+            requested = min(requested, cuda_batch_limit(self._memory))
+        logger.info("ISMSession: batch size %d (%s per sequence predicted)", requested,
+                    format_size(self._memory.per_sequence))
+        return requested
 
     # ------------------------------------------------------------------ properties
 
@@ -129,8 +172,13 @@ class ISMSession:
 
     @property
     def batch_size(self) -> int:
-        """Sequences per ONNX Runtime call before any ``max_memory`` cap."""
-        return self._batch_size or DEFAULT_BATCH_SIZE
+        """Sequences per ONNX Runtime call, after the memory budget and CUDA limits."""
+        return self._effective_batch
+
+    @property
+    def memory(self) -> MemoryEstimate:
+        """Predicted memory of the model (weights, peak activations per sequence)."""
+        return self._memory
 
     @property
     def max_memory(self) -> int | None:
@@ -189,9 +237,10 @@ class ISMSession:
         Raises
         ------
         InputValidationError
-            If ``X`` is not 3-D, holds no sequences, has the wrong shape for the model's layout,
-            is not floating point, or (``substitutions="alt"``) has a column in the mutated
-            region that is not exactly one-hot.
+            If ``X`` is not 3-D, has the wrong shape for the model's layout, holds NaN or
+            infinity, has a dtype the model input cannot take without changing values (see
+            :func:`yuzu_onnx.runtime.coerce_input`), or (``substitutions="alt"``) has a column in
+            the mutated region that is not exactly one-hot. An empty batch (``N = 0``) is valid.
         """
         X = np.asarray(X)
         _, d1, d2 = self.input_shape
@@ -201,9 +250,6 @@ class ISMSession:
         if X.ndim != 3:
             raise InputValidationError(f"input must be 3-D, got {X.ndim}-D shape {X.shape}; "
                                        f"the model expects {expected}")
-        if X.shape[0] == 0:
-            raise InputValidationError(f"empty batch: the input holds no sequences (shape {X.shape}); "
-                                       f"the model expects {expected} with N >= 1")
         if tuple(X.shape[1:]) != (d1, d2):
             if self.layout == "NCL":
                 got_a, got_l = X.shape[1], X.shape[2]
@@ -219,10 +265,8 @@ class ISMSession:
                 hint = "; the axes look swapped: transpose the input to the model's layout"
             raise InputValidationError(f"input has shape {X.shape} ({', '.join(problems)}); "
                                        f"the model expects {expected}{hint}")
-        if X.dtype.kind != "f":
-            raise InputValidationError(f"input dtype is {X.dtype}; expected a floating-point one-hot array "
-                                       f"(e.g. float32) of shape {expected}")
-        X = np.ascontiguousarray(X, dtype=self._dtype)
+        check_finite(X, 1 if self.layout == "NCL" else 2)  # NaN/inf: refused in both substitution modes
+        X = coerce_input(X, self._dtype, expected)
         if self.substitutions == "alt":
             check_one_hot(X, 1 if self.layout == "NCL" else 2, self.start, self.end)
         return X
@@ -245,17 +289,26 @@ class ISMSession:
         n = X.shape[0]
         batch = self.batch_size
         lo = 0
-        if self._max_memory is not None:
-            first = self._run_batch(X[:1])
-            per_seq = sum(y0.nbytes + y_hat.nbytes for y0, y_hat in first)
-            batch = max(1, min(batch if self._batch_size else n, self._max_memory // max(per_seq, 1)))
-            logger.debug("ISMSession: %d bytes of outputs per sequence; batch size %d", per_seq, batch)
-            yield slice(0, 1), first
-            lo = 1
+        if n == 0:  # an empty batch yields no batches (ONNX Runtime is not called)
+            return
         while lo < n:
             hi = min(n, lo + batch)
             yield slice(lo, hi), self._run_batch(X[lo:hi])
             lo = hi
+
+    def _empty_results(self) -> Results:
+        """``(y0, y_hat)`` with zero sequences, shaped from the graph's static ISM outputs
+        (``y_ism`` is ``(N, A, end - start, *out)``, so ``y0`` is ``(N, *out)``)."""
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        results = []
+        for name, ism in self._meta.outputs.items():
+            dims = outputs[ism].shape[1:]
+            if not all(isinstance(d, int) for d in dims):
+                raise YuzuError(f"output {ism!r} has shape {outputs[ism].shape}; its non-batch dims must be static")
+            y0_type = _ORT_TO_NUMPY.get(outputs[name].type, np.float32)
+            ism_type = _ORT_TO_NUMPY.get(outputs[ism].type, np.float32)
+            results.append((np.empty((0, *dims[2:]), y0_type), np.empty((0, *dims), ism_type)))
+        return results
 
     def run(self, X) -> Results:
         """Run ISM on ``X`` and return ``(y0, y_hat)`` per original output.
@@ -263,7 +316,9 @@ class ISMSession:
         Parameters
         ----------
         X : array_like
-            Sequences in the model's layout, ``(N, A, L)`` or ``(N, L, A)``, floating point.
+            Sequences in the model's layout, ``(N, A, L)`` or ``(N, L, A)``, floating point (or
+            integer, for a model whose input is an integer one-hot). ``N = 0`` gives empty
+            arrays of the shapes below without running ONNX Runtime.
 
         Returns
         -------
@@ -274,6 +329,8 @@ class ISMSession:
         """
         X = self.validate(X)
         n = X.shape[0]
+        if n == 0:
+            return self._empty_results()
         results: list[tuple[np.ndarray, np.ndarray]] | None = None
         for sl, pairs in self._iter(X):
             if results is None:

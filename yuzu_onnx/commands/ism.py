@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..attributions import attributions
 from ..errors import InputValidationError
+from ..memory import parse_size
 from ..seqio import ResultWriter, check_output_path, load_sequences
 
 __all__ = ["add_parser", "run"]
@@ -28,6 +29,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "substitution, averaged over the output's elements, projected on the sequence")
     p.add_argument("--batch-size", type=_positive, default=None, metavar="B",
                    help="sequences per ONNX Runtime call (default 8); memory grows linearly with it")
+    p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                   help="memory budget for running the model (weights + peak activations, predicted "
+                        "from its tensor shapes), e.g. 8G or 512M; the batch size is the largest that "
+                        "fits (at most --batch-size when given); a model whose single sequence needs "
+                        "more is refused before anything runs")
     p.add_argument("--providers", choices=sorted(_PROVIDERS), default=None,
                    help="execution provider: cpu, or cuda (falls back to cpu with a warning when "
                         "unavailable); default: cuda when this onnxruntime offers it, else cpu")
@@ -69,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     check_output_path(out)  # fail on a bad extension / missing h5py before any work
     providers = _PROVIDERS[args.providers] if getattr(args, "providers", None) else None
-    session = ISMSession(args.model, providers=providers, batch_size=getattr(args, "batch_size", None))
+    session = ISMSession(args.model, providers=providers, batch_size=getattr(args, "batch_size", None),
+                         max_memory=getattr(args, "max_memory", None))
     if session.alphabet != len(_ALPHABET) and not str(args.input).lower().endswith(".npy"):
         raise InputValidationError(f"the model has an alphabet of {session.alphabet} characters; FASTA input "
                                    f"supports {_ALPHABET} only (pass a one-hot .npy array instead)")
