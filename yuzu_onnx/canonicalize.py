@@ -1,9 +1,12 @@
 """Pass 2, canonicalize: rewrite exporter idioms into the small core the analysis expects.
 
+- models below the emitter's opset are upgraded (see :mod:`yuzu_onnx.opset`),
 - the batch axis becomes dynamic (exporters often bake batch 1 into inputs and Reshapes),
+- a symbolic sequence length is fixed to the length the load pass settled on,
 - constants are folded and Constant nodes become initializers,
 - Identity and inference-mode Dropout nodes are removed,
-- shapes are inferred for every tensor.
+- shapes are inferred for every tensor, and a tensor whose length comes out non-positive
+  (a sequence shorter than the receptive field) is refused naming its node.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from .errors import UnsupportedModelError
 from .load import SequenceInput, static_dims
+from .opset import ensure_supported_opset
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +50,15 @@ def canonicalize(model: onnx.ModelProto, seq: SequenceInput,
     outputs : sequence of str, optional
         Keep only these outputs; nodes that only feed the others are pruned.
     """
-    model = _copy(model)
+    model = _copy(ensure_supported_opset(model))
     if outputs is not None:
         _select_outputs(model, outputs)
     _make_batch_dynamic(model, seq.name)
+    _fix_length(model, seq)
     model = _fold_constants(_infer(model))  # known shapes let Shape->Gather->... chains fold
     _remove_identities(model)
     model = _infer(model)
+    _check_positive_dims(model, seq)
     if _has_ceil_mode_pool(model):
         # ONNX shape inference and ONNX Runtime disagree on ceil_mode pools whose last window
         # would start past the input; take the shapes ONNX Runtime really produces.
@@ -93,6 +99,52 @@ def _make_batch_dynamic(model: onnx.ModelProto, input_name: str) -> None:
         dims[0].ClearField("dim_value")
         dims[0].dim_param = BATCH_DIM
     del graph.value_info[:]
+
+
+def _fix_length(model: onnx.ModelProto, seq: SequenceInput) -> None:
+    """Give a symbolic or unknown length axis of the sequence input the value ``seq.length``
+    (see ``length=``), so shape inference and constant folding see a static length."""
+    vi = next(i for i in model.graph.input if i.name == seq.name)
+    dim = vi.type.tensor_type.shape.dim[seq.seq_axis]
+    if dim.HasField("dim_value"):
+        return
+    dim.ClearField("dim_param")
+    dim.dim_value = seq.length
+    # Output dims named after the old symbolic length would now contradict the inferred ones:
+    # leave every non-batch output dim that is not a number to inference.
+    for out in model.graph.output:
+        if out.type.tensor_type.HasField("shape"):
+            for d in list(out.type.tensor_type.shape.dim)[1:]:
+                if not d.HasField("dim_value"):
+                    d.Clear()
+
+
+def _check_positive_dims(model: onnx.ModelProto, seq: SequenceInput) -> None:
+    """Refuse a graph in which a node's output has a non-positive non-batch dimension (a Conv
+    or pool wider than its padded input): ONNX Runtime would fail on it with no hint why."""
+    infos = tensor_infos(model)
+    inits = {t.name for t in model.graph.initializer}
+    for index, node in enumerate(model.graph.node):
+        for out in node.output:
+            info = infos.get(out)
+            if info is None or not info.shape or all(d is None or d > 0 for d in info.shape[1:]):
+                continue
+            sources = ", ".join(f"{i!r} of shape {_dims_text(infos[i].shape)}" for i in node.input
+                                if i in infos and infos[i].shape is not None and i not in inits) or "its inputs"
+            label = repr(node.name) if node.name else f"#{index} (unnamed)"
+            window = [f"{a.name}={list(a.ints)}" for a in node.attribute if a.ints]
+            if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in infos:
+                window.insert(0, f"kernel={(infos[node.input[1]].shape or [])[2:]}")
+            raise UnsupportedModelError(
+                f"{node.op_type} node {label}{' (' + ', '.join(window) + ')' if window else ''} gives {out!r} "
+                f"the shape {_dims_text(info.shape)} from {sources}: a non-positive length; the sequence length "
+                f"{seq.length} of input "
+                f"{seq.name!r} is shorter than the model's receptive field at this node")
+
+
+def _dims_text(shape: list[int | None]) -> str:
+    return "(" + ", ".join("N" if i == 0 and d is None else "?" if d is None else str(d)
+                           for i, d in enumerate(shape)) + ")"
 
 
 def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:

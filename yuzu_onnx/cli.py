@@ -39,6 +39,13 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
         write_atomic(path, lambda tmp: onnx.save_model(model, tmp))
 
 
+def add_length_option(parser: argparse.ArgumentParser) -> None:
+    """``--length L``: fix a symbolic sequence length (shared by convert, check and bench)."""
+    parser.add_argument("--length", type=int, default=None, metavar="L",
+                        help="sequence length, for a model exported with a dynamic length "
+                             "(default: the model's static length)")
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="convert a model into an exact ISM graph",
@@ -60,6 +67,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                         "character at every position (needed for N columns or soft encodings)")
     p.add_argument("--input", dest="input_name", help="name of the sequence input (default: detected)")
     p.add_argument("--layout", choices=["NCL", "NLC"], help="layout of the sequence input (default: detected)")
+    add_length_option(p)
     p.add_argument("--outputs", nargs="+", metavar="NAME",
                    help="convert only these outputs (prunes branches only the others need)")
     p.add_argument("--verify", type=int, default=0, metavar="N",
@@ -76,7 +84,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         model, plan = convert(args.model, start=args.start, end=args.end, sensing=args.sensing,
                               alpha=args.alpha, seed=args.seed, substitutions=args.substitutions,
                               input_name=args.input_name, layout=args.layout, outputs=args.outputs,
-                              return_plan=True)
+                              length=args.length, return_plan=True)
     seconds = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)

@@ -20,7 +20,8 @@ DEFAULT_ALPHA = 1.5
 def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
                     sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
                     substitutions: str = "alt", input_name: str | None = None,
-                    layout: str | None = None, outputs: Sequence[str] | None = None) -> Plan:
+                    layout: str | None = None, outputs: Sequence[str] | None = None,
+                    length: int | None = None) -> Plan:
     """Run the load, canonicalize and analyze passes; see :func:`convert` for parameters."""
     if sensing not in SENSING:
         raise ValueError(f"sensing must be one of {SENSING}, got {sensing!r}")
@@ -29,7 +30,7 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
     if not alpha >= 1.0:
         raise ValueError(f"alpha must be >= 1 (probes per unknown), got {alpha}")
     proto = load_model(model)
-    seq = find_sequence_input(proto, input_name, layout)
+    seq = find_sequence_input(proto, input_name, layout, length)
     end = seq.length if end is None else end
     if not 0 <= start < end <= seq.length:
         raise ValueError(f"region start={start}, end={end} is not inside the sequence of length {seq.length} "
@@ -43,7 +44,7 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
             sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
             substitutions: str = "alt", input_name: str | None = None,
             layout: str | None = None, outputs: Sequence[str] | None = None,
-            return_plan: bool = False):
+            length: int | None = None, return_plan: bool = False):
     """Convert a sequence model into one ONNX graph that computes exact ISM.
 
     Parameters
@@ -67,6 +68,10 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
         Other inputs pass through unchanged (fed as in the original model).
     outputs : sequence of str, optional
         Convert only these outputs; branches only the others need are pruned.
+    length : int, optional
+        Sequence length, for a model whose input length is symbolic or unknown (exported with a
+        dynamic length): the converted graph takes sequences of exactly this length. Refused
+        when the model fixes a different length.
     return_plan : bool
         Also return the :class:`~yuzu_onnx.analyze.Plan` (for the plan table).
 
@@ -79,7 +84,7 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
     """
     plan = plan_conversion(model, start=start, end=end, sensing=sensing, alpha=alpha, seed=seed,
                            substitutions=substitutions, input_name=input_name, layout=layout,
-                           outputs=outputs)
+                           outputs=outputs, length=length)
     converted = emit(plan)
     try:
         onnx.checker.check_model(converted)

@@ -36,9 +36,13 @@ class SequenceInput:
     alphabet : int
         Alphabet size ``A`` (4 for DNA, 20 for protein).
     length : int
-        Sequence length ``L``.
+        Sequence length ``L`` (static in the model, or fixed with ``length=``).
     dtype : np.dtype
-        Element type of the input.
+        Floating type the model computes in: the input's own type, or, for an integer
+        one-hot input, the float type the model casts it to.
+    input_dtype : np.dtype, optional
+        Element type of the graph input when it differs from ``dtype`` (an integer one-hot
+        input such as uint8); ``None`` when the input is float.
     """
 
     name: str
@@ -46,6 +50,12 @@ class SequenceInput:
     alphabet: int
     length: int
     dtype: np.dtype
+    input_dtype: np.dtype | None = None
+
+    @property
+    def feed_dtype(self) -> np.dtype:
+        """Element type of the graph input (what callers feed)."""
+        return self.dtype if self.input_dtype is None else self.input_dtype
 
     @property
     def seq_axis(self) -> int:
@@ -106,7 +116,7 @@ def static_dims(value_info: onnx.ValueInfoProto) -> list[int | None]:
 
 
 def find_sequence_input(model: onnx.ModelProto, input_name: str | None = None,
-                        layout: str | None = None) -> SequenceInput:
+                        layout: str | None = None, length: int | None = None) -> SequenceInput:
     """Find the one-hot sequence input and its layout.
 
     Parameters
@@ -117,47 +127,109 @@ def find_sequence_input(model: onnx.ModelProto, input_name: str | None = None,
         like sequences.
     layout : {"NCL", "NLC"}, optional
         Force the layout instead of detecting it from the shape.
+    length : int, optional
+        Sequence length for an input whose length axis is symbolic or unknown (e.g. a model
+        exported with a dynamic length). Must equal the length when the model fixes it.
 
     Raises
     ------
     UnsupportedModelError
-        When no input (or no unique input) is a rank-3 float tensor with a small alphabet
-        axis and a static length.
+        When no input (or no unique input) is a rank-3 float or integer tensor with a small
+        alphabet axis, when the length axis is not static and ``length`` is not given, or
+        when ``length`` contradicts the model's static length.
+    ValueError
+        When ``length`` is not a positive integer.
     """
+    if length is not None and (isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1):
+        raise ValueError(f"length must be a positive integer, got {length!r}")
     inputs = graph_inputs(model)
+    choose = "name the sequence input with input_name= (--input on the command line)"
     if input_name is not None:
         chosen = [i for i in inputs if i.name == input_name]
         if not chosen:
-            names = ", ".join(i.name for i in inputs) or "none"
-            raise UnsupportedModelError(f"model has no input named {input_name!r} (inputs: {names})")
+            raise UnsupportedModelError(f"model has no input named {input_name!r} (inputs: {_describe(inputs)})")
     else:
         chosen = [i for i in inputs if len(static_dims(i)) == 3 and _alphabet_axes(static_dims(i))]
         if len(chosen) > 1:  # prefer DNA / protein alphabets
             common = [i for i in chosen if {4, 20} & set(_alphabet_axes(static_dims(i)))]
             chosen = common if len(common) == 1 else chosen
         if len(chosen) != 1:
-            desc = ", ".join(f"{i.name} {static_dims(i)}" for i in inputs) or "none"
+            what = "no input looks like" if not chosen else f"{len(chosen)} inputs look like"
             raise UnsupportedModelError(
-                "cannot tell which input is the one-hot sequence: expected exactly one rank-3 "
-                f"input (batch, alphabet, length) or (batch, length, alphabet); inputs: {desc}; "
-                "name it with --input")
+                f"cannot tell which input is the one-hot sequence: {what} a rank-3 "
+                f"(batch, alphabet, length) or (batch, length, alphabet) tensor with an alphabet axis "
+                f"of 2 to {MAX_ALPHABET}; inputs: {_describe(inputs)}; {choose}")
     vi = chosen[0]
     dims = static_dims(vi)
     if len(dims) != 3:
-        raise UnsupportedModelError(f"input {vi.name!r} has shape {dims}; a sequence input must be rank 3")
+        raise UnsupportedModelError(
+            f"input {vi.name!r} has shape {_shape_text(vi)} (rank {len(dims)}); a sequence input must be rank 3, "
+            f"(batch, alphabet, length) or (batch, length, alphabet); inputs: {_describe(inputs)}; {choose}")
     elem = vi.type.tensor_type.elem_type
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
-    if dtype.kind != "f":
-        raise UnsupportedModelError(f"input {vi.name!r} has dtype {dtype}; only float sequence inputs are supported")
+    input_dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+    if input_dtype.kind == "f":
+        dtype, stored = input_dtype, None
+    elif input_dtype.kind in "iu" and input_dtype.itemsize in (1, 4, 8):
+        dtype, stored = _compute_dtype(model, vi.name), input_dtype  # e.g. uint8 one-hot cast in the graph
+    else:
+        raise UnsupportedModelError(
+            f"input {vi.name!r} has dtype {input_dtype}; sequence inputs must be float or int8, uint8, "
+            "int32 or int64 (one-hot stored as integers)")
     if layout is None:
         layout = _detect_layout(vi.name, dims)
     if layout not in ("NCL", "NLC"):
         raise UnsupportedModelError(f"layout must be 'NCL' or 'NLC', got {layout!r}")
-    alphabet, length = (dims[1], dims[2]) if layout == "NCL" else (dims[2], dims[1])
-    if alphabet is None or length is None:
+    alphabet, static_length = (dims[1], dims[2]) if layout == "NCL" else (dims[2], dims[1])
+    if alphabet is None:
         raise UnsupportedModelError(
-            f"input {vi.name!r} has shape {dims}: the alphabet and length axes must be static")
-    return SequenceInput(vi.name, layout, int(alphabet), int(length), dtype)
+            f"input {vi.name!r} has shape {_shape_text(vi)}: the alphabet axis ({layout} layout) must be static")
+    if static_length is None:
+        if length is None:
+            raise UnsupportedModelError(
+                f"input {vi.name!r} has shape {_shape_text(vi)}: its length axis is not static; fix the "
+                "sequence length with length= (--length on the command line)")
+        static_length = int(length)
+    elif length is not None and int(length) != static_length:
+        raise UnsupportedModelError(
+            f"length={int(length)} contradicts input {vi.name!r}, whose length is fixed at {static_length} "
+            f"(shape {_shape_text(vi)}); leave length out or pass {static_length}")
+    return SequenceInput(vi.name, layout, int(alphabet), int(static_length), dtype, stored)
+
+
+def _shape_text(vi: onnx.ValueInfoProto) -> str:
+    """A value's shape with symbolic names, e.g. ``('N', 4, 'L')``; ``?`` for unknown dims."""
+    ttype = vi.type.tensor_type
+    if not ttype.HasField("shape"):
+        return "unknown"
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in ttype.shape.dim]
+    return "(" + ", ".join(str(d) if isinstance(d, int) else repr(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _describe(inputs: list[onnx.ValueInfoProto]) -> str:
+    if not inputs:
+        return "none"
+    return ", ".join(f"{i.name!r} {_shape_text(i)} "
+                     f"{np.dtype(helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)) if i.type.tensor_type.elem_type else '?'}"
+                     for i in inputs)
+
+
+def _compute_dtype(model: onnx.ModelProto, name: str) -> np.dtype:
+    """Float type an integer input is computed in: the type of the first Cast of it to a
+    float (the usual ``one_hot.float()``), else of the first float output, else float32."""
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.input and node.input[0] == name:
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            if to:
+                dtype = np.dtype(helper.tensor_dtype_to_np_dtype(to))
+                if dtype.kind == "f":
+                    return dtype
+    for out in model.graph.output:
+        elem = out.type.tensor_type.elem_type
+        if elem:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+            if dtype.kind == "f":
+                return dtype
+    return np.dtype(np.float32)
 
 
 def _alphabet_axes(dims: list[int | None]) -> list[int]:

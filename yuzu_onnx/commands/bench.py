@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from ..analyze import ConversionWarning
+from ..cli import add_length_option
 from ..convert import convert
 from ..oracle import naive_ism
 from ..runtime import make_session
@@ -32,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="execution provider (default cpu)")
     p.add_argument("--start", type=int, default=0, help="first mutated position (default 0)")
     p.add_argument("--end", type=int, default=None, help="one past the last mutated position (default: length)")
+    add_length_option(p)
     p.set_defaults(func=run)
 
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--sequences and --repeats must be at least 1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConversionWarning)
-        model, plan = convert(args.model, start=args.start, end=args.end, return_plan=True)
+        model, plan = convert(args.model, start=args.start, end=args.end, length=args.length, return_plan=True)
     providers = PROVIDERS[args.provider]
     session = ISMSession(model, providers=providers, batch_size=args.sequences)
     original = make_session(str(args.model), providers)

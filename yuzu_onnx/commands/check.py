@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from ..analyze import ConversionWarning
+from ..cli import add_length_option
 from ..convert import DEFAULT_ALPHA, convert
 
 #: Structured sensing passes when max |error| <= RTOL * max |delta| for every output.
@@ -38,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"probes per unknown for gaussian sensing (default {DEFAULT_ALPHA})")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random sequences and of the gaussian designs (default 0)")
+    add_length_option(p)
     p.set_defaults(func=run)
 
 
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConversionWarning)
         model = convert(args.model, start=args.start, end=args.end, sensing=args.sensing,
-                        alpha=args.alpha, seed=args.seed, substitutions=args.substitutions)
+                        alpha=args.alpha, seed=args.seed, substitutions=args.substitutions,
+                        length=args.length)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     report = verify_module.verify(args.model, model, sequences=args.sequences, seed=args.seed)

@@ -8,15 +8,24 @@ Both sum, for each mutant, its contributions at the positions it reaches: the pr
 deltas are laid out as rows ``j*P + p`` and each mutant gathers its rows (a table of
 ``M x (positions reached)`` entries) and sums them. The result is materialized (``R + delta``
 for every mutant) and the rest of the network runs per mutant.
+
+Non-finite values: ``R + delta`` is only as exact as ``delta``. A reference value of +-inf that
+a mutant leaves unchanged has delta 0 (not ``inf - inf = NaN``), so it stays inf as in naive
+ISM. A dense weight holding inf (or NaN) would turn the zero deltas it meets into NaN
+(``0 * inf``), so such a layer runs on the materialized mutants instead, exactly as naive ISM.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import warnings
 
-from ..analyze import NodePlan, SeqState
+import numpy as np
+from onnx import numpy_helper
+
+from ..analyze import ConversionWarning, NodePlan, SeqState
 from ..ops import attr
 from .context import EmitContext
+from .materialize import materialize
 from .probes import reprobe
 
 
@@ -25,12 +34,35 @@ def emit_dense_exit(ctx: EmitContext, np_: NodePlan) -> None:
     node = np_.node
     source = ctx.state(node.input[0]).source
     st = ctx.seq(source)
+    if _non_finite_weight(ctx, node):
+        _dense_on_mutants(ctx, node, source)
+        return
     rows = _delta_rows(ctx, source)  # (N, L, P, C)
     weight, hidden = _per_position_weight(ctx, node, st)  # (L, C, H)
     y = b.op("MatMul", [rows, weight], "dense_pos")  # (N, L, P, H)
     delta = _sum_over_reach(ctx, st, y, hidden)  # (N, M, H)
     full = b.op("Add", [delta, ctx.ref_broadcast(node.output[0])], "dense_mut")
     ctx.mut[node.output[0]] = b.reshape(full, [-1, hidden], "dense_mut")
+
+
+def _non_finite_weight(ctx: EmitContext, node) -> bool:
+    weight = next(t for t in ctx.plan.model.graph.initializer if t.name == node.input[1])
+    bad = int((~np.isfinite(numpy_helper.to_array(weight))).sum())
+    if bad:
+        warnings.warn(f"{node.op_type} node {node.name!r}: its weight {node.input[1]!r} holds {bad} NaN or "
+                      "infinite values; the layer runs exactly on materialized mutants (slow) so that they "
+                      "reach the outputs as in naive ISM", ConversionWarning, stacklevel=2)
+    return bad > 0
+
+
+def _dense_on_mutants(ctx: EmitContext, node, source: str) -> None:
+    """The dense layer on every mutant's flattened input ``(N*M, prod(dims))``; the deferred
+    flatten is row-major over ``dims``, as a Reshape of the materialized tensor is."""
+    b, st = ctx.b, ctx.seq(source)
+    flat = b.reshape(materialize(ctx, source), [-1, int(np.prod(st.dims, dtype=np.int64))], "dense_flat")
+    out = b.fresh(f"mut_{node.op_type.lower()}")
+    b.clone(node, [flat, *node.input[1:]], [out], "mut")
+    ctx.mut[node.output[0]] = out
 
 
 def emit_reduce_exit(ctx: EmitContext, np_: NodePlan) -> None:
@@ -55,7 +87,10 @@ def _delta_rows(ctx: EmitContext, name: str) -> str:
     b = ctx.b
     st = ctx.seq(name)
     p = st.probes
-    delta = b.op("Sub", [ctx.unfold(reprobe(ctx, name, p), name, p), ctx.ref_broadcast(name)], "exit_delta")
+    probes, ref = ctx.unfold(reprobe(ctx, name, p), name, p), ctx.ref_broadcast(name)
+    delta = b.op("Sub", [probes, ref], "exit_delta")
+    # Equal values have delta 0, also where both are +-inf (inf - inf would be NaN).
+    delta = b.op("Where", [b.op("Equal", [probes, ref], "exit_same"), b.const(np.array(0.0)), delta], "exit_delta")
     others = [ax + 1 for ax in range(1, len(st.dims) + 1) if ax != st.seq_axis]
     moved = b.transpose(delta, [0, 1 + st.seq_axis, 1] + others, "exit_t")
     length = st.dims[st.seq_axis - 1]

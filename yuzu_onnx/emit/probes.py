@@ -19,9 +19,12 @@ def encode_input(ctx: EmitContext) -> str:
     name, a, s = seq.name, seq.alphabet, plan.subs
     chan_first = seq.layout == "NCL"
     x_b = ctx.ref_broadcast(name)  # (N, 1, *dims)
+    # Substituted columns take the input's own type (an integer one-hot input stays integer
+    # up to the model's own Cast, which then runs on the probes like any other node).
+    feed = seq.feed_dtype
     if plan.substitutions == "all":
         eye = np.eye(a)
-        mutated = b.const(eye[:, :, None] if chan_first else eye[:, None, :], "eye")
+        mutated = b.const(eye[:, :, None] if chan_first else eye[:, None, :], "eye", dtype=feed)
     else:
         # slot s of a position whose reference character is r holds character s + (s >= r)
         ref = b.op("ArgMax", [name], "ref_char", axis=seq.channel_axis, keepdims=1)  # (N,1,L)|(N,L,1)
@@ -32,7 +35,7 @@ def encode_input(ctx: EmitContext) -> str:
         chars = b.op("Add", [shifted, b.const(slot, dtype=np.int64)], "alt_char")  # (N,S,1,L)|(N,S,L,1)
         letters = np.arange(a).reshape((a, 1) if chan_first else (1, a))
         hit = b.op("Equal", [chars, b.const(letters, dtype=np.int64)], "alt_hit")
-        mutated = b.op("Cast", [hit], "alt_onehot", to=helper.np_dtype_to_tensor_dtype(ctx.dtype))
+        mutated = b.op("Cast", [hit], "alt_onehot", to=helper.np_dtype_to_tensor_dtype(feed))
     inside = np.zeros(seq.length, dtype=bool)
     inside[plan.start:plan.end] = True
     region = b.const(inside.reshape(ctx.seq_axis_shape(name)), "region", dtype=np.bool_)
