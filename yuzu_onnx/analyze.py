@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .sensing import DEFAULT_TOLERANCE
 from . import positional
 from .canonicalize import TensorInfo
 from .flops import FlopCounter
@@ -33,13 +34,13 @@ __all__ = ["analyze", "ConversionWarning", "FlatState", "MutState", "NodePlan", 
 
 def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceInput, *,
             start: int, end: int, substitutions: str, sensing: str, alpha: float,
-            seed: int) -> Plan:
+            seed: int, tolerance: float = DEFAULT_TOLERANCE) -> Plan:
     """Choose a rule for each node of a canonical model and size every probe tensor.
 
     Emits a :class:`ConversionWarning` for each op that falls back to materialized mutants.
     """
     plan = Plan(model, infos, seq, start, end, substitutions, sensing, alpha, seed,
-                states={}, nodes=[], outputs=[o.name for o in model.graph.output])
+                states={}, nodes=[], outputs=[o.name for o in model.graph.output], tolerance=tolerance)
     _Analyzer(plan).run()
     return plan
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import onnx
 
+from .sensing import DEFAULT_TOLERANCE
 from .analyze import ConversionWarning
 from .convert import DEFAULT_ALPHA, convert
 from .errors import YuzuError
@@ -61,6 +62,10 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                         "Gaussian probes with least-squares decoding (approximate in float32)")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                    help=f"probes per unknown for gaussian sensing (default {DEFAULT_ALPHA})")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="gaussian sensing: bound on each conv's predicted float32 decoding error relative "
+                        "to its deltas; convs over it get more probes, or the conversion is refused "
+                        f"(default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--seed", type=int, default=0, help="seed of the gaussian designs (default 0)")
     p.add_argument("--substitutions", choices=["alt", "all"], default="alt",
                    help="alt: the A-1 substitutions of each one-hot position (default); all: every "
@@ -84,7 +89,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         model, plan = convert(args.model, start=args.start, end=args.end, sensing=args.sensing,
                               alpha=args.alpha, seed=args.seed, substitutions=args.substitutions,
                               input_name=args.input_name, layout=args.layout, outputs=args.outputs,
-                              length=args.length, return_plan=True)
+                              length=args.length, tolerance=args.tolerance, return_plan=True)
     seconds = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)

@@ -11,6 +11,9 @@ from .canonicalize import canonicalize
 from .emit import emit
 from .errors import UnsupportedModelError
 from .load import ModelLike, find_sequence_input, load_model
+from .memory import METADATA_KEY as MEMORY_METADATA_KEY
+from .memory import estimate_memory
+from .sensing import DEFAULT_TOLERANCE
 
 SENSING = ("structured", "gaussian")
 SUBSTITUTIONS = ("alt", "all")
@@ -21,7 +24,7 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
                     sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
                     substitutions: str = "alt", input_name: str | None = None,
                     layout: str | None = None, outputs: Sequence[str] | None = None,
-                    length: int | None = None) -> Plan:
+                    length: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> Plan:
     """Run the load, canonicalize and analyze passes; see :func:`convert` for parameters."""
     if sensing not in SENSING:
         raise ValueError(f"sensing must be one of {SENSING}, got {sensing!r}")
@@ -29,6 +32,8 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
         raise ValueError(f"substitutions must be one of {SUBSTITUTIONS}, got {substitutions!r}")
     if not alpha >= 1.0:
         raise ValueError(f"alpha must be >= 1 (probes per unknown), got {alpha}")
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be positive, got {tolerance}")
     proto = load_model(model)
     seq = find_sequence_input(proto, input_name, layout, length)
     end = seq.length if end is None else end
@@ -37,14 +42,15 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
                          "(need 0 <= start < end <= length)")
     canonical, infos = canonicalize(proto, seq, outputs)
     return analyze(canonical, infos, seq, start=start, end=end, substitutions=substitutions,
-                   sensing="spike" if sensing == "structured" else "gaussian", alpha=alpha, seed=seed)
+                   sensing="spike" if sensing == "structured" else "gaussian", alpha=alpha, seed=seed,
+                   tolerance=tolerance)
 
 
 def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
             sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
             substitutions: str = "alt", input_name: str | None = None,
             layout: str | None = None, outputs: Sequence[str] | None = None,
-            length: int | None = None, return_plan: bool = False):
+            length: int | None = None, tolerance: float = DEFAULT_TOLERANCE, return_plan: bool = False):
     """Convert a sequence model into one ONNX graph that computes exact ISM.
 
     Parameters
@@ -57,7 +63,12 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
         ``structured`` (default): spike probes, exact. ``gaussian``: the paper's Gaussian probes
         (circulant), ``P = ceil(alpha * K)``, decoded by least squares; approximate in float32.
     alpha : float
-        Probes per unknown for ``gaussian`` sensing.
+        Probes per unknown for ``gaussian`` sensing (at least; see ``tolerance``).
+    tolerance : float
+        ``gaussian`` sensing: bound on each conv's predicted float32 decoding error relative to
+        its deltas (condition number of the decoder x rounding; the plan table shows both).
+        Convs whose prediction exceeds it get more probes; if 1.25^5 times more do not
+        suffice, the conversion is refused. Default 1e-4.
     seed : int
         Seed of the Gaussian designs (same seed, same bytes).
     substitutions : {"alt", "all"}
@@ -84,8 +95,11 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
     """
     plan = plan_conversion(model, start=start, end=end, sensing=sensing, alpha=alpha, seed=seed,
                            substitutions=substitutions, input_name=input_name, layout=layout,
-                           outputs=outputs, length=length)
+                           outputs=outputs, length=length, tolerance=tolerance)
     converted = emit(plan)
+    plan.memory = estimate_memory(converted)
+    # stored so that ISMSession sizes batches without re-deriving shapes
+    converted.metadata_props.add(key=MEMORY_METADATA_KEY, value=plan.memory.to_json())
     try:
         onnx.checker.check_model(converted)
     except Exception as exc:  # a bug in a rule, never the user's fault

@@ -56,6 +56,8 @@ class NodePlan:
     floor_flops: int = 0
     width: int = 0  # support width (positions) of the output
     note: str = ""
+    #: gaussian sensing: the sized design (:class:`yuzu_onnx.sensing.GaussianDesign`)
+    design: object | None = None
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Plan:
     nodes: list[NodePlan]
     outputs: list[str]
     reference_flops: int = 0
+    #: gaussian sensing: bound on each conv's predicted relative float32 decoding error
+    tolerance: float = 1e-4
     #: Tensors computed from the model's other (non-sequence) inputs: they carry the batch axis
     #: and are repeated over probes or mutants wherever they meet sequence-dependent tensors.
     side: set[str] = field(default_factory=set)

@@ -6,8 +6,10 @@ import math
 
 
 from . import cost
+from .errors import UnsupportedModelError
 from .ops import prod
 from .plan import NodePlan, SeqState
+from .sensing import GROWTH, MAX_STEPS, GaussianDesign, circulant_vector, decoder, predicted_error, size_design
 
 
 class ProbeSizing:
@@ -35,13 +37,38 @@ class ProbeSizing:
             elif np_.sensing == "gaussian":
                 # the input is reprobed to these probes too, so they must cover its K as well
                 k_in = max(states[n].slots for n in node.input if isinstance(states.get(n), SeqState))
-                need = max(math.ceil(plan.alpha * st.slots), self.segment_slots(self.segment(out)), k_in)
-                st.probes = max(need, 1)
+                need = max(math.ceil(plan.alpha * st.slots), self.segment_slots(self.segment(out)), k_in, 1)
+                np_.design = self.gaussian_design(np_, need, max(st.slots, 1))
+                st.probes = np_.design.probes
             elif p_in >= st.slots:
                 st.probes = p_in
             else:
                 st.probes = self.choose_probes(np_, p_in)
             np_.probes = st.probes
+
+    def gaussian_design(self, np_: NodePlan, need: int, slots: int) -> GaussianDesign:
+        """Size a gaussian conv's probes so its predicted decoding error meets the tolerance.
+
+        Raises
+        ------
+        UnsupportedModelError
+            If even 1.25^5 times more probes cannot meet it.
+        """
+        plan = self.plan
+        w = next((t.dims for t in plan.model.graph.initializer if t.name == np_.node.input[1]), None)
+        reduction = int(w[1]) * int(prod(w[2:])) if w is not None and len(w) >= 3 else 1
+        design = size_design(need, slots, plan.seed, plan.nodes.index(np_), reduction, plan.tolerance)
+        if design is None:
+            a = circulant_vector(need, plan.seed, plan.nodes.index(np_))
+            cond = decoder(a, slots)[1]
+            raise UnsupportedModelError(
+                f"gaussian sensing cannot meet the tolerance {plan.tolerance:g} at node "
+                f"{np_.node.name or np_.node.output[0]!r} ({np_.node.op_type}, K = {slots} unknowns per "
+                f"position): with {need} probes the decoder's condition number is {cond:.3g}, predicted "
+                f"float32 error {predicted_error(cond, need, reduction):.2g}, and up to "
+                f"{GROWTH ** (MAX_STEPS - 1):.1f}x more probes do not bring it under; use structured "
+                "sensing (exact) or a larger tolerance")
+        return design
 
     def choose_probes(self, np_: NodePlan, p_in: int) -> int:
         """Probes for a widening op: enough for its whole cheap segment (no later reprobe), or

@@ -31,8 +31,8 @@ def plan_table(plan: Plan) -> str:
         st = plan.states.get(np_.node.output[0]) if np_.node.output else None
         slots = str(st.slots) if isinstance(st, SeqState) else "-"
         probes = str(np_.probes) if np_.probes else "-"
-        if np_.sensing == "gaussian" and np_.rule == "window":
-            probes += " (gauss)"
+        if np_.design is not None:
+            probes += f" (gauss, cond {np_.design.cond:.3g}, err {np_.design.error:.1g})"
         rows.append((str(i), (np_.node.name or np_.node.output[0])[:32], np_.node.op_type,
                      _RULE_LABEL.get(np_.rule, np_.rule), str(np_.width) if np_.width else "-", slots,
                      probes, _gflop(np_.naive_flops), _gflop(np_.converted_flops), _gflop(np_.floor_flops)))
@@ -49,6 +49,12 @@ def plan_table(plan: Plan) -> str:
                  f"floor {t['floor'] / 1e9:,.2f} G")
     lines.append(f"predicted speedup (FLOPs): {t['naive'] / max(t['converted'], 1):.1f}x "
                  f"(floor allows {t['naive'] / max(t['floor'], 1):.1f}x)")
+    designs = [np_ for np_ in plan.nodes if np_.design is not None]
+    if designs:
+        worst = max(designs, key=lambda n: n.design.error)
+        lines.append(f"gaussian decoding: predicted float32 error <= {worst.design.error:.2g} of the deltas "
+                     f"(worst at {worst.node.name or worst.node.output[0]}, condition number "
+                     f"{worst.design.cond:.3g}); tolerance {plan.tolerance:g}")
     if plan.memory is not None:
         m = plan.memory
         lines.append(f"memory: peak activations {format_size(m.activations(1))} for 1 sequence, "

@@ -8,7 +8,18 @@ rotated by ``f``, so decoding is: rotate the probe axis by ``f``, multiply by ``
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
+
+#: float32 unit roundoff
+UNIT_ROUNDOFF = 2.0**-24
+#: default bound on the predicted relative error of gaussian decoding (the exactness bound of
+#: structured sensing's tests)
+DEFAULT_TOLERANCE = 1e-4
+#: probe counts tried per conv before refusing: need, then x1.25 each step
+GROWTH, MAX_STEPS = 1.25, 6
 
 
 def circulant_vector(probes: int, seed: int, node_index: int) -> np.ndarray:
@@ -36,3 +47,43 @@ def decoder(a: np.ndarray, slots: int) -> tuple[np.ndarray, float]:
     sv = np.linalg.svd(block, compute_uv=False)
     cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else float("inf")
     return np.linalg.pinv(block), cond
+
+
+def predicted_error(cond: float, probes: int, reduction: int) -> float:
+    """Predicted float32 error of one gaussian conv's decoded deltas, relative to their size.
+
+    The mixed probes and the conv outputs carry rounding errors of about ``u * sqrt(n)`` of
+    their magnitude for reductions of length ``n`` (the mixing MatMul over ``P`` probes, the
+    conv over ``C_in * k`` inputs); least squares amplifies relative errors by at most the
+    condition number of the design block.
+    """
+    return cond * UNIT_ROUNDOFF * (math.sqrt(probes) + math.sqrt(max(reduction, 1)))
+
+
+@dataclass(frozen=True)
+class GaussianDesign:
+    """A sized gaussian design for one conv: probes, decoder and its predicted error."""
+
+    probes: int
+    vector: np.ndarray  # generating vector a (length P)
+    pinv: np.ndarray  # K x P least-squares decoder
+    cond: float
+    error: float  # predicted relative float32 error
+
+
+def size_design(need: int, slots: int, seed: int, node_index: int, reduction: int,
+                tolerance: float) -> GaussianDesign | None:
+    """Smallest design of at least ``need`` probes whose predicted error meets ``tolerance``.
+
+    Tries ``need`` then 1.25x more probes at each step (a taller random block is better
+    conditioned). Returns None when none of the tried sizes meets the tolerance.
+    """
+    probes = need
+    for _ in range(MAX_STEPS):
+        a = circulant_vector(probes, seed, node_index)
+        pinv, cond = decoder(a, slots)
+        err = predicted_error(cond, probes, reduction)
+        if err <= tolerance:
+            return GaussianDesign(probes, a, pinv, cond, err)
+        probes = max(probes + 1, math.ceil(probes * GROWTH))
+    return None

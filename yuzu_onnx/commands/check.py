@@ -8,6 +8,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..sensing import DEFAULT_TOLERANCE
 from ..analyze import ConversionWarning
 from ..cli import add_length_option
 from ..convert import DEFAULT_ALPHA, convert
@@ -37,6 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="structured: exact spike probes (default); gaussian: compressed Gaussian probes")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                    help=f"probes per unknown for gaussian sensing (default {DEFAULT_ALPHA})")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="gaussian sensing: bound on each conv's predicted float32 decoding error relative "
+                        "to its deltas; convs over it get more probes, or the conversion is refused "
+                        f"(default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random sequences and of the gaussian designs (default 0)")
     add_length_option(p)
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", ConversionWarning)
         model = convert(args.model, start=args.start, end=args.end, sensing=args.sensing,
                         alpha=args.alpha, seed=args.seed, substitutions=args.substitutions,
-                        length=args.length)
+                        length=args.length, tolerance=args.tolerance)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     report = verify_module.verify(args.model, model, sequences=args.sequences, seed=args.seed)
