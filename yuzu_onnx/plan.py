@@ -11,9 +11,12 @@ Representations of a sequence-dependent tensor ``t`` with logical shape ``(N, *d
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from .canonicalize import TensorInfo
 from .load import SequenceInput
@@ -84,6 +87,14 @@ class Plan:
     side: set[str] = field(default_factory=set)
     #: Memory of the converted graph (:class:`yuzu_onnx.memory.MemoryEstimate`), set after emit.
     memory: object | None = None
+
+    @functools.cached_property
+    def non_finite_weights(self) -> bool:
+        """Whether any initializer holds NaN or +-inf (only then can finite inputs give +-inf
+        activations, short of float32 overflow)."""
+        return any(not np.isfinite(numpy_helper.to_array(t)).all() for t in self.model.graph.initializer
+                   if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                                      onnx.TensorProto.BFLOAT16))
 
     @property
     def subs(self) -> int:
