@@ -2,6 +2,7 @@
 # GPU checks for the `device` machine (see README, "GPU"). Stages:
 #   check: exactness of every committed test model on ONNX Runtime's CUDA provider
 #   bench: CUDA benchmark of the reference models (tools/benchmark.py --provider cuda)
+#   bench2: BPNet-9 and ChromBPNet-like; session: ISMSession's batch cap on CUDA (BPNet-9)
 # Expects .ort/ (git-ignored, carried): ort.tar.xz = onnxruntime-gpu 1.31.1 (cp312, CUDA 13)
 # unpacked, and the onnx_graphsurgeon wheel. Results go to $OUT.
 set -u
@@ -25,6 +26,7 @@ for stage in "$@"; do case $stage in
   check) timeout 150 python3 -W ignore tools/cuda_check.py ${ONLY:+--only $ONLY} 2>&1 \
            | grep -v "return analyze\|^.\[1;31m" | tee "$OUT/cuda_check.log" ;;
   bench) for m in basset deepsea factorized_basset bpnet; do bench $m --models $m --batches 1 16 64; done ;;
+  session) timeout 200 python3 -W ignore tools/cuda_session_check.py 2>&1 | grep -v "^.\[" | tee "$OUT/session.log" ;;
   bench2) bench bpnet9 --models bpnet9 --batches 1 8
           bench chrombpnet --models chrombpnet --length 2114 --region 1000 --batches 1 4 ;;
 esac; done
