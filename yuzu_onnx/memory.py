@@ -108,9 +108,22 @@ def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     return shape_inference.infer_shapes(fixed, data_prop=True)
 
 
+#: ops whose output is a view of their first input in ONNX Runtime (no new buffer)
+ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+#: ops ONNX Runtime may run in place: the output takes over the first input's buffer when that
+#: input is read by nobody later
+INPLACE_OPS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Softplus", "Exp", "Log",
+                         "Neg", "Abs", "Sqrt", "Erf", "Clip", "HardSigmoid", "Add", "Sub", "Mul", "Div"})
+
+
 def _replay(model: onnx.ModelProto, weights: set[str]) -> tuple[int, int, int, int]:
     """(peak live activation bytes, largest tensor in elements, weight bytes, tensors of unknown
-    shape) of one replay of the graph in node order; ``weights`` names the initializers."""
+    shape) of one replay of the graph in node order; ``weights`` names the initializers.
+
+    Tensors live in buffers: a view (Reshape, ...) shares its input's buffer, an in-place op
+    reuses a dying input's buffer of the same size, and a buffer is freed when the last tensor
+    in it has had its last reader (graph outputs live to the end).
+    """
     graph = model.graph
     sizes: dict[str, tuple[int, int]] = {}
     for t in graph.initializer:
@@ -127,29 +140,54 @@ def _replay(model: onnx.ModelProto, weights: set[str]) -> tuple[int, int, int, i
             if name:
                 last_use[name] = i
     keep = {o.name for o in graph.output}
+    end = len(graph.node)
 
     def nbytes(name: str) -> int:
         return sizes.get(name, (0, 0))[1]
 
-    live = sum(nbytes(vi.name) for vi in graph.input if vi.name not in constants)
+    buffer_of: dict[str, int] = {}  # tensor -> buffer id
+    buffer_bytes: dict[int, int] = {}
+    buffer_until: dict[int, int] = {}  # buffer -> index of its last reader (end for outputs)
+
+    def until(name: str) -> int:
+        return end if name in keep else last_use.get(name, -1)
+
+    def new_buffer(name: str) -> None:
+        bid = len(buffer_until)  # ids are never reused (buffer_bytes shrinks as buffers die)
+        buffer_of[name], buffer_bytes[bid], buffer_until[bid] = bid, nbytes(name), until(name)
+
+    for vi in graph.input:
+        if vi.name not in constants:
+            new_buffer(vi.name)
+    live = sum(buffer_bytes.values())
     peak, largest, unknown = live, 0, 0
     for i, node in enumerate(graph.node):
-        if node.output and all(o in constants for o in node.output if o):
+        outputs = [o for o in node.output if o]
+        if outputs and all(o in constants for o in outputs):
             continue  # folded into a constant when the session is created
-        for name in filter(None, node.output):
+        first = node.input[0] if node.input else ""
+        shared = buffer_of.get(first)
+        for name in outputs:
             if name not in sizes:
                 unknown += 1
                 continue
-            live += nbytes(name)
             largest = max(largest, sizes[name][0])
+            if shared is not None and node.op_type in ALIAS_OPS:
+                buffer_of[name] = shared
+                buffer_until[shared] = max(buffer_until[shared], until(name))
+            elif (shared is not None and node.op_type in INPLACE_OPS and buffer_until[shared] == i
+                  and buffer_bytes[shared] == nbytes(name)):
+                buffer_of[name] = shared
+                buffer_until[shared] = until(name)
+            else:
+                new_buffer(name)
+                live += nbytes(name)
         peak = max(peak, live)
-        # outputs nobody reads die at once; inputs die after their last reader
-        for name in filter(None, node.output):
-            if name not in last_use and name not in keep:
-                live -= nbytes(name)
-        for name in set(filter(None, node.input)):
-            if last_use.get(name) == i and name not in keep and name not in constants:
-                live -= nbytes(name)
+        # buffers whose last reader was this node (or that nobody reads) are freed
+        for name in set(filter(None, list(node.input) + outputs)):
+            bid = buffer_of.get(name)
+            if bid is not None and buffer_until[bid] <= i and bid in buffer_bytes:
+                live -= buffer_bytes.pop(bid)
     # weights: the constants that non-constant nodes read (after folding, the rest is dropped)
     read = {name for node in graph.node if not all(o in constants for o in node.output if o)
             for name in node.input if name in constants}
