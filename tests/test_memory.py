@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import importlib.util
 
 import numpy as np
 import onnx
@@ -58,25 +57,10 @@ def test_estimate_matches_onnx_runtime_peak(tmp_path):
     path = tmp_path / "basset.ism.onnx"
     onnx.save(model, str(path))
     batch = 4
-    child = f"""
-import sys, numpy as np
-sys.path.insert(0, {str(REPO)!r})
-from yuzu_onnx.runtime import make_session
-def status(key):
-    for line in open('/proc/self/status'):
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-s = make_session({str(path)!r}, ['CPUExecutionProvider'], bounded_memory=True)
-X = np.zeros(({batch}, 4, 1000), np.float32)
-X[:, np.random.default_rng(0).integers(0, 4, 1000), np.arange(1000)] = 1
-open('/proc/self/clear_refs', 'w').write('5')
-before = status('VmRSS:')
-for _ in range(3):
-    s.run(None, {{s.get_inputs()[0].name: X}})
-print(status('VmHWM:') - before)
-"""
-    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
-    measured = int(out.stdout.strip().splitlines()[-1])
+    spec = importlib.util.spec_from_file_location("memory_check", REPO / "tools" / "memory_check.py")
+    memory_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(memory_check)
+    measured = memory_check.measure(path, batch)  # the child process tools/memory_check.py runs
     predicted = estimate_memory(model).activations(batch)
     assert abs(predicted - measured) <= 0.25 * measured, (format_size(predicted), format_size(measured))
 

@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import benchmark  # noqa: E402
+from cuda_check import err_over_bound  # noqa: E402
 from yuzu_onnx import convert  # noqa: E402
 from yuzu_onnx.memory import format_size  # noqa: E402
 from yuzu_onnx.session import ISMSession  # noqa: E402
@@ -35,11 +36,7 @@ def main() -> int:
     got = cuda.run(X)
     print(f"8 sequences on CUDA in {time.perf_counter() - t0:.3f} s")
     ref = ISMSession(model, providers=["CPUExecutionProvider"], batch_size=2).run(X[:2])
-    worst = 0.0
-    for (y0, y_hat), (r0, r_hat) in zip(got, ref):
-        scale = np.abs(r_hat.astype(np.float64) - r0[:, None, None]).max()
-        bound = 1e-4 * scale + 5e-5 * np.abs(r0).max()
-        worst = max(worst, float(np.abs(y_hat[:2] - r_hat).max() / bound))
+    worst = err_over_bound([y_hat[:2] for _, y_hat in got], ref)
     print(f"CUDA vs CPU (first 2 sequences): {worst:.3f} x the exactness bound")
     return 0 if worst <= 1 else 1
 

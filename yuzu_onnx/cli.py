@@ -47,6 +47,14 @@ def add_length_option(parser: argparse.ArgumentParser) -> None:
                              "(default: the model's static length)")
 
 
+def add_tolerance_option(parser: argparse.ArgumentParser) -> None:
+    """``--tolerance T``: gaussian sensing's error bound (shared by convert and check)."""
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="gaussian sensing: bound on each conv's predicted float32 decoding error "
+                             "relative to its deltas; convs over it get more probes, or the conversion "
+                             f"is refused (default {DEFAULT_TOLERANCE:g})")
+
+
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help="convert a model into an exact ISM graph",
@@ -62,10 +70,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                         "Gaussian probes with least-squares decoding (approximate in float32)")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                    help=f"probes per unknown for gaussian sensing (default {DEFAULT_ALPHA})")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help="gaussian sensing: bound on each conv's predicted float32 decoding error relative "
-                        "to its deltas; convs over it get more probes, or the conversion is refused "
-                        f"(default {DEFAULT_TOLERANCE:g})")
+    add_tolerance_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the gaussian designs (default 0)")
     p.add_argument("--substitutions", choices=["alt", "all"], default="alt",
                    help="alt: the A-1 substitutions of each one-hot position (default); all: every "

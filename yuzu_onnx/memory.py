@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from collections.abc import Mapping
 import math
 from dataclasses import asdict, dataclass
 
@@ -296,9 +297,10 @@ def available_memory() -> int | None:
     return None
 
 
-def batch_for_budget(estimate: MemoryEstimate, budget: int, requested: int, cuda: bool = False,
+def batch_for_budget(estimate: MemoryEstimate, budget: int | None, requested: int, cuda: bool = False,
                      where: str = "model") -> int:
-    """The largest batch size ``<= requested`` whose estimated memory fits ``budget`` bytes.
+    """The largest batch size ``<= requested`` whose estimated memory fits ``budget`` bytes
+    (any size up to ``requested`` when ``budget`` is None).
 
     On CUDA the batch is also kept small enough that no tensor reaches 2^31 elements.
 
@@ -307,15 +309,17 @@ def batch_for_budget(estimate: MemoryEstimate, budget: int, requested: int, cuda
     MemoryBudgetError
         If one sequence alone needs more than ``budget``; the message gives the number needed.
     """
-    need_one = estimate.total(1)
-    if need_one > budget:
-        raise MemoryBudgetError(
-            f"{where}: one sequence needs about {format_size(need_one)} (weights "
-            f"{format_size(estimate.weights)} + activations {format_size(estimate.activations(1))}), "
-            f"more than the memory budget of {format_size(budget)}; raise --max-memory / max_memory "
-            f"to at least {format_size(need_one)}, or convert a shorter region (--start/--end)")
-    fits = (budget - estimate.weights - estimate.fixed) // max(estimate.per_sequence, 1)
-    batch = max(1, min(requested, int(fits)))
+    batch = requested
+    if budget is not None:
+        need_one = estimate.total(1)
+        if need_one > budget:
+            raise MemoryBudgetError(
+                f"{where}: one sequence needs about {format_size(need_one)} (weights "
+                f"{format_size(estimate.weights)} + activations {format_size(estimate.activations(1))}), "
+                f"more than the memory budget of {format_size(budget)}; raise --max-memory / max_memory "
+                f"to at least {format_size(need_one)}, or convert a shorter region (--start/--end)")
+        fits = (budget - estimate.weights - estimate.fixed) // max(estimate.per_sequence, 1)
+        batch = max(1, min(requested, int(fits)))
     if cuda:
         batch = min(batch, cuda_batch_limit(estimate))
     return batch
@@ -326,16 +330,13 @@ def cuda_batch_limit(estimate: MemoryEstimate) -> int:
     return max(1, CUDA_MAX_TENSOR_ELEMENTS // max(estimate.largest_tensor, 1))
 
 
-def model_estimate(model: onnx.ModelProto) -> MemoryEstimate:
-    """The estimate stored in a converted model's metadata, else computed from the graph."""
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            try:
-                return MemoryEstimate.from_json(prop.value)
-            except (TypeError, ValueError):
-                break  # written by another version: recompute
-    return estimate_memory(model)
+def stored_estimate(props: Mapping[str, str]) -> MemoryEstimate | None:
+    """The estimate a converted model's metadata holds, None if absent or from another version."""
+    try:
+        return MemoryEstimate.from_json(props[METADATA_KEY])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 __all__ = ["MemoryEstimate", "estimate_memory", "batch_for_budget", "cuda_batch_limit", "parse_size",
-           "format_size", "available_memory", "model_estimate", "CUDA_MAX_TENSOR_ELEMENTS"]
+           "format_size", "available_memory", "stored_estimate", "CUDA_MAX_TENSOR_ELEMENTS"]

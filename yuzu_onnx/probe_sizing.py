@@ -55,8 +55,9 @@ class ProbeSizing:
             If even 1.25^5 times more probes cannot meet it.
         """
         plan = self.plan
-        w = next((t.dims for t in plan.model.graph.initializer if t.name == np_.node.input[1]), None)
-        reduction = int(w[1]) * int(prod(w[2:])) if w is not None and len(w) >= 3 else 1
+        info = plan.infos.get(np_.node.input[1])
+        w = info.shape if info is not None else None
+        reduction = int(w[1]) * int(prod(w[2:])) if w and len(w) >= 3 and None not in w else 1
         design = size_design(need, slots, plan.seed, plan.nodes.index(np_), reduction, plan.tolerance)
         if design is None:
             a = circulant_vector(need, plan.seed, plan.nodes.index(np_))

@@ -19,6 +19,9 @@ EXACT_CUDA_OPTIONS = {"use_tf32": "0", "cudnn_conv_use_max_workspace": "0"}
 
 ProviderSpec = str | tuple[str, dict]
 
+#: ``--provider`` / ``--providers`` choices of the CLI: CUDA falls back to the CPU
+BY_NAME = {"cpu": [CPU], "cuda": [CUDA, CPU]}
+
 
 def exact_providers(providers: Sequence[ProviderSpec] | None) -> list[ProviderSpec]:
     """Return ``providers`` (default: CPU only) with TF32 switched off for CUDA.

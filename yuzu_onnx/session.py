@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import InputValidationError, ModelLoadError, YuzuError
-from .memory import METADATA_KEY, MemoryEstimate, batch_for_budget, cuda_batch_limit, estimate_memory, format_size
+from .memory import MemoryEstimate, batch_for_budget, estimate_memory, format_size, stored_estimate
 from .runtime import ConvertedLike, IsmMetadata, check_finite, check_one_hot, coerce_input, make_session
 
 __all__ = ["ISMSession"]
@@ -127,26 +127,21 @@ class ISMSession:
     @staticmethod
     def _memory_estimate(path_or_model: ConvertedLike, props: dict[str, str]) -> MemoryEstimate:
         """The estimate stored at conversion; computed from the graph for older files."""
-        if METADATA_KEY in props:
-            try:
-                return MemoryEstimate.from_json(props[METADATA_KEY])
-            except (TypeError, ValueError):
-                pass
+        stored = stored_estimate(props)
+        if stored is not None:
+            return stored
         model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(
             os.fspath(path_or_model), load_external_data=False)
         return estimate_memory(model)
 
     def _choose_batch(self, where: str) -> int:
         """Sequences per ONNX Runtime call: requested, budget and CUDA limits applied."""
-        requested = self._batch_size or DEFAULT_BATCH_SIZE
-        if self._max_memory is not None:
-            requested = batch_for_budget(self._memory, self._max_memory, self._batch_size or 2**31,
-                                         where=where)
-        if self._provider == "CUDAExecutionProvider":
-            requested = min(requested, cuda_batch_limit(self._memory))
-        logger.info("ISMSession: batch size %d (%s per sequence predicted)", requested,
+        requested = self._batch_size or (DEFAULT_BATCH_SIZE if self._max_memory is None else 2**31)
+        batch = batch_for_budget(self._memory, self._max_memory, requested,
+                                 cuda=self._provider == "CUDAExecutionProvider", where=where)
+        logger.info("ISMSession: batch size %d (%s per sequence predicted)", batch,
                     format_size(self._memory.per_sequence))
-        return requested
+        return batch
 
     # ------------------------------------------------------------------ properties
 

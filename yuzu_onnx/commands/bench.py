@@ -12,11 +12,10 @@ from ..analyze import ConversionWarning
 from ..cli import add_length_option
 from ..convert import convert
 from ..oracle import naive_ism
+from ..providers import BY_NAME
 from ..runtime import make_session
 from ..session import ISMSession
 from ..verify import random_one_hot
-
-PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=Path, metavar="MODEL", help="the original ONNX model")
     p.add_argument("--sequences", type=int, default=1, metavar="N", help="sequences per run (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
-    p.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu", help="execution provider (default cpu)")
+    p.add_argument("--provider", choices=sorted(BY_NAME), default="cpu", help="execution provider (default cpu)")
     p.add_argument("--start", type=int, default=0, help="first mutated position (default 0)")
     p.add_argument("--end", type=int, default=None, help="one past the last mutated position (default: length)")
     add_length_option(p)
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConversionWarning)
         model, plan = convert(args.model, start=args.start, end=args.end, length=args.length, return_plan=True)
-    providers = PROVIDERS[args.provider]
+    providers = BY_NAME[args.provider]
     session = ISMSession(model, providers=providers, batch_size=args.sequences)
     original = make_session(str(args.model), providers)
     used = original.get_providers()[0]

@@ -8,9 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..sensing import DEFAULT_TOLERANCE
 from ..analyze import ConversionWarning
-from ..cli import add_length_option
+from ..cli import add_length_option, add_tolerance_option
 from ..convert import DEFAULT_ALPHA, convert
 
 #: Structured sensing passes when max |error| <= RTOL * max |delta| for every output.
@@ -38,10 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="structured: exact spike probes (default); gaussian: compressed Gaussian probes")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                    help=f"probes per unknown for gaussian sensing (default {DEFAULT_ALPHA})")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help="gaussian sensing: bound on each conv's predicted float32 decoding error relative "
-                        "to its deltas; convs over it get more probes, or the conversion is refused "
-                        f"(default {DEFAULT_TOLERANCE:g})")
+    add_tolerance_option(p)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random sequences and of the gaussian designs (default 0)")
     add_length_option(p)

@@ -10,14 +10,11 @@ from pathlib import Path
 from ..attributions import attributions
 from ..errors import InputValidationError
 from ..memory import parse_size
+from ..providers import BY_NAME
 from ..seqio import ResultWriter, check_output_path, load_sequences
 
 __all__ = ["add_parser", "run"]
 
-_PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-}
 _ALPHABET = "ACGT"
 
 
@@ -67,7 +64,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "from its tensor shapes), e.g. 8G or 512M; the batch size is the largest that "
                         "fits (at most --batch-size when given); a model whose single sequence needs "
                         "more is refused before anything runs")
-    p.add_argument("--providers", choices=sorted(_PROVIDERS), default=None,
+    p.add_argument("--providers", choices=sorted(BY_NAME), default=None,
                    help="execution provider: cpu, or cuda (falls back to cpu with a warning when "
                         "unavailable); default: cuda when this onnxruntime offers it, else cpu")
     p.add_argument("-q", "--quiet", action="store_true", help="print no progress and no summary line")
@@ -81,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.output)
     check_output_path(out)  # fail on a bad extension / missing h5py before any work
-    providers = _PROVIDERS[args.providers] if getattr(args, "providers", None) else None
+    providers = BY_NAME[args.providers] if getattr(args, "providers", None) else None
     session = ISMSession(args.model, providers=providers, batch_size=getattr(args, "batch_size", None),
                          max_memory=getattr(args, "max_memory", None))
     if session.alphabet != len(_ALPHABET) and not str(args.input).lower().endswith(".npy"):
