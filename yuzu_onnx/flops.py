@@ -10,42 +10,20 @@ from .ops import attr, conv_flops, prod
 class FlopCounter:
     """Counts 2 x multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul per sequence.
 
-    Naive ISM runs every node once per mutant; the converted graph runs probe-form convs once
-    per probe and exits once per position and probe; the floor is each mutant's windowed work.
+    Naive ISM runs every node once per mutant; the converted graph and the floor (each mutant's
+    windowed work) are each rule's own FLOP model (:attr:`yuzu_onnx.rules.base.Rule.flops`).
     Expects ``self.plan`` and ``self.shape`` from the class it is mixed into.
     """
 
     def count_flops(self) -> None:
         plan = self.plan
-        states = plan.states
-        m = plan.mutants
-        s = plan.subs
         for np_ in plan.nodes:
-            node = np_.node
-            per_seq = self.node_flops(node)
-            if np_.rule == "reference":
-                plan.reference_flops += per_seq
+            per_seq = self.node_flops(np_.node)
+            plan.reference_flops += per_seq  # the original graph computes y0 and R once
+            if np_.spec.form == "reference":
                 continue
-            plan.reference_flops += per_seq
-            np_.naive_flops = m * per_seq
-            if np_.rule in ("per-mutant", "fallback", "exit"):
-                np_.converted_flops = np_.floor_flops = m * per_seq
-            elif np_.rule == "window" and node.op_type == "Conv":
-                out = states[node.output[0]]
-                per_position = per_seq // max(out.dims[out.seq_axis - 1], 1)
-                np_.floor_flops = int(s * out.support.widths.sum()) * per_position
-                np_.converted_flops = out.probes * per_seq
-                if np_.sensing == "gaussian":
-                    cin = states[node.input[0]].dims
-                    np_.converted_flops += 2 * out.probes ** 2 * prod(cin) + 2 * out.probes * out.slots * prod(out.dims)
-            elif np_.rule == "reduce-exit":
-                src = states[node.input[0]]
-                np_.floor_flops = np_.converted_flops = int(s * src.support.widths.sum()) * prod(src.dims) // max(src.dims[src.seq_axis - 1], 1)
-            elif np_.rule == "dense-exit":
-                src = states[states[node.input[0]].source]
-                per_position = per_seq // max(src.dims[src.seq_axis - 1], 1)
-                np_.floor_flops = int(s * src.support.widths.sum()) * per_position
-                np_.converted_flops = src.probes * per_seq
+            np_.naive_flops = plan.mutants * per_seq
+            np_.converted_flops, np_.floor_flops = np_.spec.flops(self, np_, per_seq)
 
     def node_flops(self, node: onnx.NodeProto) -> int:
         op = node.op_type

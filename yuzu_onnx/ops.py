@@ -1,5 +1,5 @@
-"""Facts about ONNX operators that the analysis needs: which are elementwise, window
-attributes of 1-D Conv and pooling, and FLOP counts."""
+"""Shared facts about ONNX operators: attribute access, the window of 1-D Conv and pooling,
+and FLOP counts. Which ops each rule accepts lives with the rule (:mod:`yuzu_onnx.rules`)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import helper
-
-#: Ops applied independently to each element (other inputs constant or broadcast).
-UNARY_ELEMENTWISE = {
-    "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Softplus", "Softsign", "Exp", "Log", "Erf", "Gelu", "Mish", "Clip", "Abs", "Neg", "Sqrt",
-    "Reciprocal", "ThresholdedRelu", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign", "Shrink",
-    "Identity", "Dropout", "Not", "IsNaN", "IsInf", "Cast", "Softplus",
-}
-#: Elementwise ops with several tensor inputs, numpy-style broadcasting.
-BINARY_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", "Sum", "Mean", "Where",
-                      "Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod"}
-WINDOW_OPS = {"Conv", "ConvTranspose", "AveragePool", "MaxPool"}
-#: Ops that move, select or concatenate positions and axes (see :mod:`yuzu_onnx.positional`).
-POSITIONAL_OPS = {"Transpose", "Squeeze", "Unsqueeze", "Slice", "Pad", "Concat"}
-
 
 def attr(node: onnx.NodeProto, name: str, default=None):
     """Value of a node attribute, or ``default``."""

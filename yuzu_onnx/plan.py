@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -21,6 +22,9 @@ from onnx import numpy_helper
 from .canonicalize import TensorInfo
 from .load import SequenceInput
 from .support import Support
+
+if TYPE_CHECKING:
+    from .rules.base import Decline, Rule
 
 
 class ConversionWarning(UserWarning):
@@ -48,8 +52,10 @@ class FlatState:
 
 @dataclass
 class NodePlan:
+    """The rule chosen for one node of the canonical graph, and what it costs."""
+
     node: onnx.NodeProto
-    rule: str
+    spec: "Rule"  # the rule's record (see :mod:`yuzu_onnx.rules`)
     probes: int = 0  # P of the sequence-dependent output (probe-form rules)
     sensing: str = "spike"
     conv_impl: str = "conv"  # "taps": per-tap MatMul then shifted sum (few output channels)
@@ -61,6 +67,13 @@ class NodePlan:
     note: str = ""
     #: gaussian sensing: the sized design (:class:`yuzu_onnx.sensing.GaussianDesign`)
     design: object | None = None
+    #: why each rule family tried on this node declined it (for fallbacks: the true reason)
+    declines: tuple["Decline", ...] = ()
+
+    @property
+    def rule(self) -> str:
+        """Name of the chosen rule (``"window"``, ``"fallback"``, ...)."""
+        return self.spec.name
 
 
 @dataclass

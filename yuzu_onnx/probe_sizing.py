@@ -32,7 +32,7 @@ class ProbeSizing:
             if not isinstance(st, SeqState):
                 continue
             p_in = max(states[n].probes for n in node.input if isinstance(states.get(n), SeqState))
-            if np_.rule in ("elementwise", "positional"):
+            if not np_.spec.widens:
                 st.probes = max(p_in, max(st.slots, 1))
             elif np_.sensing == "gaussian":
                 # the input is reprobed to these probes too, so they must cover its K as well
@@ -116,7 +116,7 @@ class ProbeSizing:
             if len(users) != 1 or name in self.output_names:
                 return chain
             user = by_node[id(users[0])]
-            if user.rule not in ("elementwise", "positional", "window") or user.node.op_type == "Conv":
+            if not user.spec.probe_form or user.node.op_type == "Conv":
                 return chain
             if [n for n in user.node.input if n in states] != [name]:
                 return chain

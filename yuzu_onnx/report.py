@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from .analyze import Plan, SeqState
 from .memory import format_size
-
-_RULE_LABEL = {
-    "elementwise": "probe elementwise",
-    "window": "probe window",
-    "positional": "probe positional",
-    "flatten": "flatten (into dense)",
-    "dense-exit": "dense exit",
-    "reduce-exit": "reduce exit",
-    "exit": "exit (materialized)",
-    "per-mutant": "per mutant",
-    "fallback": "FALLBACK (materialized)",
-}
+from .plan import Plan, SeqState
 
 
 def _gflop(flops: int) -> str:
@@ -26,7 +14,7 @@ def plan_table(plan: Plan) -> str:
     """Format the plan: one row per sequence-dependent node, then totals and the speedup."""
     rows = [("#", "node", "op", "rule", "width", "K", "P", "naive GF", "converted GF", "floor GF")]
     for i, np_ in enumerate(plan.nodes):
-        if np_.rule == "reference":
+        if np_.spec.form == "reference":
             continue
         st = plan.states.get(np_.node.output[0]) if np_.node.output else None
         slots = str(st.slots) if isinstance(st, SeqState) else "-"
@@ -34,7 +22,7 @@ def plan_table(plan: Plan) -> str:
         if np_.design is not None:
             probes += f" (gauss, cond {np_.design.cond:.3g}, err {np_.design.error:.1g})"
         rows.append((str(i), (np_.node.name or np_.node.output[0])[:32], np_.node.op_type,
-                     _RULE_LABEL.get(np_.rule, np_.rule), str(np_.width) if np_.width else "-", slots,
+                     np_.spec.label, str(np_.width) if np_.width else "-", slots,
                      probes, _gflop(np_.naive_flops), _gflop(np_.converted_flops), _gflop(np_.floor_flops)))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if c < 4 else cell.rjust(w) for c, (cell, w) in enumerate(zip(r, widths)))
@@ -59,8 +47,10 @@ def plan_table(plan: Plan) -> str:
         m = plan.memory
         lines.append(f"memory: peak activations {format_size(m.activations(1))} for 1 sequence, "
                      f"+{format_size(m.per_sequence)} per further sequence; weights {format_size(m.weights)}")
-    fallbacks = [np_ for np_ in plan.nodes if np_.rule == "fallback"]
+    fallbacks = [(i, np_) for i, np_ in enumerate(plan.nodes) if np_.spec.warns]
     if fallbacks:
-        ops = ", ".join(sorted({np_.node.op_type for np_ in fallbacks}))
+        ops = ", ".join(sorted({np_.node.op_type for _, np_ in fallbacks}))
         lines.append(f"not accelerated (exact on materialized mutants): {ops}")
+        for i, np_ in fallbacks:
+            lines.append(f"  #{i} {np_.node.op_type} {np_.node.name or np_.node.output[0]!r}: {np_.note}")
     return "\n".join(lines)

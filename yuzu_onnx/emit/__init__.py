@@ -1,8 +1,12 @@
 """Pass 4, emit: build the ISM graph from a :class:`~yuzu_onnx.analyze.Plan`.
 
 The emitted model contains the original graph unchanged (it computes the reference
-activations and ``y0``) plus, for each rule, nodes computing deltas on probe tensors, and one
-``<output>_ism`` graph output per original output.
+activations and ``y0``) plus, for each node, what its rule's emitter appends
+(:attr:`yuzu_onnx.rules.base.Rule.emit`), and one ``<output>_ism`` graph output per original
+output. This package holds the machinery the emitters share: the emit context (where each
+tensor's probe or mutant form lives), encoding the input into probes and reprobing
+(:mod:`.probes`), materializing mutants (:mod:`.materialize`), the exits' per-mutant sums
+(:mod:`.reach`) and the ``y_ism`` layout (:mod:`.outputs`).
 """
 
 from __future__ import annotations
@@ -12,26 +16,12 @@ import json
 import onnx
 from onnx import helper
 
-from ..analyze import Plan
 from ..errors import UnsupportedModelError
 from ..graph_builder import GraphBuilder
+from ..plan import Plan
 from .context import EmitContext
-from .exits import emit_dense_exit, emit_reduce_exit
-from .materialize import emit_per_mutant
 from .outputs import emit_ism_output, ism_output_name
 from .probes import encode_input
-from .window import emit_on_probes
-
-_RULES = {
-    "elementwise": emit_on_probes,
-    "window": emit_on_probes,
-    "positional": emit_on_probes,
-    "dense-exit": emit_dense_exit,
-    "reduce-exit": emit_reduce_exit,
-    "exit": emit_per_mutant,
-    "per-mutant": emit_per_mutant,
-    "fallback": emit_per_mutant,
-}
 
 __all__ = ["emit", "ism_output_name"]
 
@@ -49,9 +39,8 @@ def emit(plan: Plan) -> onnx.ModelProto:
     ctx = EmitContext(plan, builder)
     ctx.probe[(plan.seq.name, plan.subs)] = encode_input(ctx)
     for np_ in plan.nodes:
-        rule = _RULES.get(np_.rule)
-        if rule is not None:
-            rule(ctx, np_)
+        if np_.spec.emit is not None:  # the reference and deferred flattens emit nothing
+            np_.spec.emit(ctx, np_)
     new_outputs = []
     for out in graph.output:
         dims = _static_output_dims(plan, out.name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analyze import MutState, Plan, SeqState
+from ..plan import MutState, Plan, SeqState
 from ..graph_builder import GraphBuilder
 
 

@@ -1,11 +1,9 @@
-"""Materialization: turn a probe tensor into the tensor of every mutant, and run original
-nodes on materialized mutants (the per-mutant tail and the exact fallback)."""
+"""Materialization: turn a probe tensor into the tensor of every mutant (batch ``N*M``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..analyze import NodePlan
 from .context import EmitContext
 from .probes import reprobe
 
@@ -32,26 +30,3 @@ def materialize(ctx: EmitContext, name: str) -> str:
     full = b.op("Where", [inside, per_mutant, ctx.ref_broadcast(name)], "mat_full")
     ctx.mut[name] = ctx.fold(full, name)
     return ctx.mut[name]
-
-
-def emit_per_mutant(ctx: EmitContext, np_: NodePlan) -> None:
-    """Clone an original node onto materialized inputs (batch ``N*M``)."""
-    node = np_.node
-    inputs = []
-    for name in node.input:
-        if ctx.is_seq(name):
-            inputs.append(materialize(ctx, name))
-        elif ctx.is_mut(name):
-            inputs.append(ctx.mut[name])
-        elif name in ctx.plan.side:
-            inputs.append(ctx.repeat_side(name, ctx.plan.mutants))
-        else:
-            inputs.append(name)
-    outputs = []
-    for name in node.output:
-        if not name:
-            outputs.append("")
-            continue
-        ctx.mut[name] = ctx.b.fresh(f"mut_{node.op_type.lower()}")
-        outputs.append(ctx.mut[name])
-    ctx.b.clone(node, inputs, outputs, "mut")

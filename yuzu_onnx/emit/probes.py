@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from ..plan import NodePlan
 from .context import EmitContext
 
 
@@ -98,3 +99,21 @@ def _reprobe_by_gather(ctx, name, folded, current, target, mutants, positions) -
     gathered = b.gather(flat, table, axis=1, hint="reprobe_g")  # (N, P', L, *rest)
     back = [0, 1] + [2 if ax == seq_ax else 3 + rest.index(ax) for ax in range(2, rank)]
     return ctx.fold(b.transpose(gathered, back, "reprobe"), name)
+
+
+def probe_inputs(ctx: EmitContext, np_: NodePlan) -> list[str]:
+    """The node's inputs as the probe rules feed them: sequence tensors reprobed to the node's
+    ``P``, side inputs repeated ``P`` times per sequence, constants as they are."""
+    return [reprobe(ctx, name, np_.probes) if ctx.is_seq(name)
+            else ctx.repeat_side(name, np_.probes) if name in ctx.plan.side else name
+            for name in np_.node.input]
+
+
+def clone_on_probes(ctx: EmitContext, np_: NodePlan) -> None:
+    """Run the original node unchanged on probe-form inputs: the emitter of every probe rule
+    whose op is exact on hybrid sequences (elementwise, positional, structured windows)."""
+    node = np_.node
+    inputs = probe_inputs(ctx, np_)
+    out = ctx.b.fresh(f"probe_{node.op_type.lower()}")
+    ctx.b.clone(node, inputs, [out], "probe")
+    ctx.probe[(node.output[0], np_.probes)] = out

@@ -1,0 +1,282 @@
+"""Positional rules: ops that move, select or concatenate positions and axes without mixing
+them (Transpose, Squeeze, Unsqueeze, Slice, Pad, Concat, and Reshape/Flatten that only add or
+drop unit axes).
+
+Delta math. Output position ``j`` copies one input position ``source[j]`` (or a constant), so
+a mutant changes ``j`` iff it changes ``source[j]``: the support is re-indexed,
+``lo_out[j] = lo_in[source[j]]``, and the op is exact on probes (each probe is a hybrid
+sequence; copying positions keeps it one). Concat along the sequence axis concatenates the
+supports; along channels it takes their union. The sequence axis is tracked through axis moves,
+so channels-last (NLC) models stay accelerated.
+
+Each layout function maps the logical shape and sequence axis of its input(s) to the output's,
+or returns a reason string when the op touches the batch axis (or anything this module does not
+understand).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import onnx
+
+from ..emit.probes import clone_on_probes
+from ..ops import attr
+from ..plan import NodePlan, SeqState
+from ..support import Support
+from .base import Decline, Rule, no_flops
+from .common import shape_text
+
+if TYPE_CHECKING:
+    from ..analyze import Analysis
+
+FAMILY = "positional"
+
+POSITIONAL = Rule("positional", "probe positional", "probe", no_flops, clone_on_probes)
+RULES = (POSITIONAL,)
+
+
+def decline(reason: str) -> Decline:
+    return Decline(FAMILY, reason)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Logical shape without the batch axis, and the sequence axis (counting the batch as 0)."""
+
+    dims: tuple[int, ...]
+    seq_axis: int
+
+
+ConstLookup = Callable[[str], "np.ndarray | None"]
+#: A layout function's answer: the new layout and, where positions move, the input position
+#: each output position copies (``-1``: a constant); or why the op cannot be followed.
+LayoutResult = "tuple[Layout, np.ndarray | None] | str"
+
+
+def _norm(axes, rank: int) -> list[int] | None:
+    out = [int(a) + rank if int(a) < 0 else int(a) for a in axes]
+    return None if any(a <= 0 or a >= rank for a in out) else out
+
+
+def _int_input(node: onnx.NodeProto, index: int, const: ConstLookup, attr_name: str | None = None):
+    if len(node.input) > index and node.input[index]:
+        value = const(node.input[index])
+        return None if value is None else [int(v) for v in np.asarray(value).ravel()]
+    return attr(node, attr_name) if attr_name else None
+
+
+def transpose(node, lay: Layout, const: ConstLookup) -> LayoutResult:
+    rank = len(lay.dims) + 1
+    perm = attr(node, "perm") or list(reversed(range(rank)))
+    if perm[0] != 0:
+        return f"its permutation {list(perm)} moves the batch axis"
+    dims = tuple(lay.dims[p - 1] for p in perm[1:])
+    return Layout(dims, list(perm).index(lay.seq_axis)), None
+
+
+def unsqueeze(node, lay: Layout, const: ConstLookup) -> LayoutResult:
+    axes = _int_input(node, 1, const, "axes")
+    if axes is None:
+        return "its axes are not constant"
+    rank_out = len(lay.dims) + 1 + len(axes)
+    axes = _norm(axes, rank_out)
+    if axes is None:
+        return "it inserts an axis before the batch axis"
+    dims, src, seq = [], 0, None
+    for ax in range(1, rank_out):
+        if ax in axes:
+            dims.append(1)
+        else:
+            dims.append(lay.dims[src])
+            src += 1
+            if src == lay.seq_axis:
+                seq = ax
+    return Layout(tuple(dims), seq), None
+
+
+def squeeze(node, lay: Layout, const: ConstLookup) -> LayoutResult:
+    axes = _int_input(node, 1, const, "axes")
+    rank = len(lay.dims) + 1
+    if axes is None:
+        return "it squeezes without explicit axes (the batch axis could be dropped)"
+    axes = _norm(axes, rank)
+    if axes is None:
+        return "it squeezes the batch axis"
+    if lay.seq_axis in axes:
+        return "it squeezes the sequence axis"
+    if any(lay.dims[a - 1] != 1 for a in axes):
+        return f"it squeezes axes {axes} of {shape_text(lay.dims)} that are not 1"
+    keep = [ax for ax in range(1, rank) if ax not in axes]
+    return Layout(tuple(lay.dims[a - 1] for a in keep), keep.index(lay.seq_axis) + 1), None
+
+
+def slice_positions(node, lay: Layout, const: ConstLookup) -> LayoutResult:
+    """Layout after a Slice and, when it slices the sequence axis, the kept input positions."""
+    starts, ends = _int_input(node, 1, const), _int_input(node, 2, const)
+    rank = len(lay.dims) + 1
+    axes = _int_input(node, 3, const) if len(node.input) > 3 and node.input[3] else list(range(len(starts or [])))
+    steps = _int_input(node, 4, const) if len(node.input) > 4 and node.input[4] else [1] * len(axes or [])
+    if starts is None or ends is None or axes is None or steps is None:
+        return "its starts, ends, axes or steps are not constant"
+    axes = _norm(axes, rank)
+    if axes is None:
+        return "it slices the batch axis"
+    dims = list(lay.dims)
+    kept = None
+    for start, end, ax, step in zip(starts, ends, axes, steps):
+        idx = np.arange(dims[ax - 1])[slice(start, end, step)]
+        dims[ax - 1] = len(idx)
+        if ax == lay.seq_axis:
+            kept = idx
+    return Layout(tuple(dims), lay.seq_axis), kept
+
+
+def pad_positions(node, lay: Layout, const: ConstLookup) -> LayoutResult:
+    """Layout after a Pad and the input position each output position copies (-1: constant)."""
+    pads = _int_input(node, 1, const, "pads")
+    mode = attr(node, "mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    rank = len(lay.dims) + 1
+    if pads is None:
+        return "its pads are not constant"
+    if mode not in ("constant", "edge", "reflect"):
+        return f"its mode {mode!r} is not constant, edge or reflect"
+    axes = _int_input(node, 3, const) if len(node.input) > 3 and node.input[3] else list(range(rank))
+    axes = [a + rank if a < 0 else a for a in axes]
+    n = len(axes)
+    dims = list(lay.dims)
+    source = None
+    for i, ax in enumerate(axes):
+        before, after = pads[i], pads[i + n]
+        if ax == 0:
+            if before or after:
+                return "it pads the batch axis"
+            continue
+        length = dims[ax - 1]
+        out = np.arange(-before, length + after)
+        if ax == lay.seq_axis:
+            if mode == "constant":
+                source = np.where((out >= 0) & (out < length), out, -1)
+            elif mode == "edge":
+                source = np.clip(out, 0, length - 1)
+            else:
+                period = 2 * (length - 1) if length > 1 else 1
+                folded = np.abs(out) % period
+                source = np.where(folded >= length, period - folded, folded)
+        dims[ax - 1] = len(out)
+    return Layout(tuple(dims), lay.seq_axis), source
+
+
+def concat(node, layouts: list[Layout]) -> Layout | str:
+    """Layout after concatenating sequence tensors (all inputs must be sequence-dependent)."""
+    first = layouts[0]
+    rank = len(first.dims) + 1
+    axis = _norm([attr(node, "axis", 1)], rank)
+    if axis is None:
+        return "it concatenates along the batch axis"
+    if any(lay.seq_axis != first.seq_axis for lay in layouts):
+        return "its inputs have their sequence on different axes"
+    axis = axis[0]
+    dims = list(first.dims)
+    dims[axis - 1] = sum(lay.dims[axis - 1] for lay in layouts)
+    return Layout(tuple(dims), first.seq_axis)
+
+
+def reindex(support: Support, source: np.ndarray | None) -> Support:
+    """Support of a tensor whose position ``j`` copies input position ``source[j]`` (-1: none)."""
+    if source is None:
+        return support
+    empty = Support.for_input(1, 0, 0)
+    lo = np.where(source >= 0, support.lo[np.clip(source, 0, None)], empty.lo[0])
+    hi = np.where(source >= 0, support.hi[np.clip(source, 0, None)], empty.hi[0])
+    return Support(lo, hi)
+
+
+def concat_supports(supports: list[Support]) -> Support:
+    return Support(np.concatenate([s.lo for s in supports]), np.concatenate([s.hi for s in supports]))
+
+
+_SINGLE_INPUT = {"Transpose": transpose, "Unsqueeze": unsqueeze, "Squeeze": squeeze,
+                 "Slice": slice_positions, "Pad": pad_positions}
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def check_positional(a: "Analysis", node: onnx.NodeProto, dep: list[str]) -> NodePlan | Decline:
+    """Transpose/Squeeze/Unsqueeze/Slice/Pad/Concat: re-index positions and axes."""
+    states = a.plan.states
+    op = node.op_type
+    outputs = [o for o in node.output if o]
+    if len(outputs) != 1:
+        return decline(f"it has {len(outputs)} outputs")
+    ins: list[SeqState] = [states[n] for n in dep]
+    layouts = [Layout(st.dims, st.seq_axis) for st in ins]
+    if op == "Concat":
+        other = [n for n in node.input if n and n not in dep]
+        if other:
+            return decline(f"it concatenates the sequence-independent tensor {other[0]!r} with sequence tensors")
+        lay = concat(node, layouts)
+        if isinstance(lay, str):
+            return decline(lay)
+        axis = attr(node, "axis", 1) % (len(lay.dims) + 1)
+        if axis == lay.seq_axis:
+            support = concat_supports([st.support for st in ins])
+        else:
+            support = ins[0].support
+            for st in ins[1:]:
+                support = support.union(st.support)
+    else:
+        if dep != [node.input[0]]:
+            return decline(f"its parameter input {next(n for n in dep if n != node.input[0])!r} depends on "
+                           "the sequence")
+        computed = [n for n in node.input[1:] if n and n not in a.inits]
+        if computed:
+            return decline(f"its parameter input {computed[0]!r} is not a constant")
+        result = _SINGLE_INPUT[op](node, layouts[0], a.const)
+        if isinstance(result, str):
+            return decline(result)
+        lay, source = result
+        support = reindex(ins[0].support, source)
+    out_shape = a.shape(node.output[0])
+    if out_shape is not None and list(out_shape[1:]) != list(lay.dims):
+        return decline(f"its output should be {shape_text(lay.dims)} by this rule's reading of the op, but "
+                       f"shape inference says {shape_text(out_shape[1:])}")
+    states[node.output[0]] = a.seq_state(support, lay.seq_axis, lay.dims)
+    return NodePlan(node, POSITIONAL, width=support.max_width)
+
+
+def check_unit_reshape(a: "Analysis", node: onnx.NodeProto, dep: list[str]) -> NodePlan | Decline:
+    """A Reshape or Flatten that only inserts or removes size-1 axes: the sequence axis moves."""
+    x = node.input[0]
+    st: SeqState = a.plan.states[x]
+    out_shape = a.shape(node.output[0])
+    if dep != [x]:
+        return decline("its target shape depends on the sequence")
+    if out_shape is None or None in out_shape[1:]:
+        return decline(f"the shape of its output {node.output[0]!r} is not known statically "
+                       f"({shape_text(out_shape)})")
+    seq_axis = unit_axes_reshape(st, out_shape[1:])
+    if seq_axis is None:
+        return decline(f"it reshapes {shape_text(st.dims)} into {shape_text(out_shape[1:])}, which does more "
+                       "than add or drop unit axes")
+    a.plan.states[node.output[0]] = a.seq_state(st.support, seq_axis, out_shape[1:])
+    return NodePlan(node, POSITIONAL, width=st.support.max_width)
+
+
+def unit_axes_reshape(st: SeqState, out_dims) -> int | None:
+    """Sequence axis after a reshape that only inserts or removes size-1 axes, else None."""
+    if st.dims[st.seq_axis - 1] == 1:
+        return None
+    kept_in = [(ax, d) for ax, d in enumerate(st.dims, start=1) if d != 1]
+    kept_out = [(ax, d) for ax, d in enumerate(out_dims, start=1) if d != 1]
+    if [d for _, d in kept_in] != [d for _, d in kept_out]:
+        return None
+    return kept_out[[ax for ax, _ in kept_in].index(st.seq_axis)][0]
+
+
+CHECKS = {op: check_positional for op in ("Transpose", "Squeeze", "Unsqueeze", "Slice", "Pad", "Concat")}
+CHECKS.update({"Reshape": check_unit_reshape, "Flatten": check_unit_reshape})
