@@ -129,3 +129,56 @@ def test_ism_bad_model_gives_one_line_error(tmp_path, capsys, kind):
     assert err[-1].startswith("yuzu-onnx: error:") and "m.ism.onnx" in err[-1]
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["in.fa"] + ([] if kind == "missing" else ["m.ism.onnx"]))
+
+
+def test_internal_error_exits_3_with_one_line(monkeypatch, tmp_path, capsys):
+    """A bug (InternalError) is told apart from a user error: its own message, exit status 3."""
+    from yuzu_onnx.commands import convert as convert_command
+    from yuzu_onnx.errors import InternalError
+
+    def broken(*args, **kwargs):
+        raise InternalError("rule X broke invariant Y")
+
+    monkeypatch.setattr(convert_command, "convert", broken)
+    out = tmp_path / "never.ism.onnx"
+    assert main(["convert", str(EXAMPLE), "-o", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("yuzu-onnx: internal error") and "rule X broke invariant Y" in err[0]
+    assert "please report" in err[0].lower() and "yuzu-onnx: error:" not in err[0]
+    assert not out.exists()
+    # -v adds the traceback; the one-line message stays last
+    assert main(["-v", "convert", str(EXAMPLE), "-o", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("Traceback") and err[-1].startswith("yuzu-onnx: internal error")
+
+
+def test_help_documents_exit_status(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit status" in out and "3  internal error" in out and "2  user error" in out
+
+
+def test_commands_do_not_import_the_cli():
+    """yuzu_onnx.cli imports the command modules, never the other way round."""
+    import ast
+
+    import yuzu_onnx.commands
+
+    folder = Path(yuzu_onnx.commands.__file__).parent
+    sources = sorted(folder.glob("*.py"))
+    assert {"convert.py", "options.py", "check.py"} <= {p.name for p in sources}
+    package = ["yuzu_onnx", "commands"]
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text(), filename=str(source))):
+            if isinstance(node, ast.Import):
+                imported = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                imported = [module] + [f"{module}.{a.name}" for a in node.names]
+            else:
+                continue
+            bad = [m for m in imported if m == "yuzu_onnx.cli" or m.startswith("yuzu_onnx.cli.")]
+            assert not bad, f"{source.name}:{node.lineno} imports the CLI ({bad})"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import onnx
+
+# Larger models must be written with their weights in a side file (protobuf's 2 GB limit).
+_PROTO_LIMIT = 2 ** 31 - 2 ** 20
 
 
 def temporary_path(path: Path, suffix: str = ".tmp") -> str:
@@ -34,3 +40,19 @@ def write_atomic(path: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` atomically: nothing is left at ``path`` if writing fails.
+
+    A model over protobuf's 2 GB limit is written with its weights in one side file,
+    ``<path name>.data`` next to it.
+    """
+    import onnx
+
+    path = Path(path)
+    if model.ByteSize() > _PROTO_LIMIT:
+        write_atomic(path, lambda tmp: onnx.save_model(model, tmp, save_as_external_data=True,
+                                                       all_tensors_to_one_file=True, location=f"{path.name}.data"))
+    else:
+        write_atomic(path, lambda tmp: onnx.save_model(model, tmp))

@@ -6,19 +6,19 @@ import argparse
 import statistics
 import time
 import warnings
-from pathlib import Path
 
-from ..analyze import ConversionWarning
-from ..cli import add_length_option
 from ..convert import convert
 from ..oracle import naive_ism
+from ..plan import ConversionWarning
 from ..providers import BY_NAME
 from ..runtime import make_session
 from ..session import ISMSession
 from ..verify import random_one_hot
+from . import options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand to the ``yuzu-onnx`` parser."""
     p = subparsers.add_parser(
         "bench", help="time naive ISM against the converted model",
         description="Convert MODEL in memory, then time naive ISM (the original model on every "
@@ -26,13 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "after one warm-up run each. Prints the median of the repeats, the speedup, and "
                     "the FLOPs of naive ISM, the converted graph and the floor of exact ISM. For "
                     "publishable figures on the reference models use tools/benchmark.py.")
-    p.add_argument("model", type=Path, metavar="MODEL", help="the original ONNX model")
+    options.add_model_argument(p)
     p.add_argument("--sequences", type=int, default=1, metavar="N", help="sequences per run (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
-    p.add_argument("--provider", choices=sorted(BY_NAME), default="cpu", help="execution provider (default cpu)")
-    p.add_argument("--start", type=int, default=0, help="first mutated position (default 0)")
-    p.add_argument("--end", type=int, default=None, help="one past the last mutated position (default: length)")
-    add_length_option(p)
+    options.add_region_options(p)
+    options.add_length_option(p)
+    options.add_provider_option(p)
     p.set_defaults(func=run)
 
 
@@ -47,6 +46,7 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the ``bench`` subcommand: print the timings, the speedup and the FLOPs."""
     if args.sequences < 1 or args.repeats < 1:
         raise ValueError("--sequences and --repeats must be at least 1")
     with warnings.catch_warnings():

@@ -6,11 +6,10 @@ import argparse
 import math
 import sys
 import warnings
-from pathlib import Path
 
-from ..analyze import ConversionWarning
-from ..cli import add_length_option, add_tolerance_option
-from ..convert import DEFAULT_ALPHA, convert
+from ..convert import convert
+from ..plan import ConversionWarning
+from . import options
 
 #: Structured sensing passes when max |error| <= RTOL * max |delta| for every output.
 RTOL = 1e-4
@@ -19,6 +18,7 @@ MIN_PEARSON = 0.9999
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``check`` subcommand to the ``yuzu-onnx`` parser."""
     p = subparsers.add_parser(
         "check", help="convert a model in memory and check it against naive ISM",
         description="Convert MODEL in memory (nothing is written) and compare its ISM with naive "
@@ -26,21 +26,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     f"error table. Exits 0 when every output agrees: max |error| <= {RTOL:g} x max "
                     f"|delta| for structured sensing, delta Pearson r >= {MIN_PEARSON} for gaussian "
                     "sensing; else names the failing outputs and exits 1.")
-    p.add_argument("model", type=Path, metavar="MODEL", help="the original ONNX model")
+    options.add_model_argument(p)
     p.add_argument("--sequences", type=int, default=2, metavar="N",
                    help="random sequences to compare on (default 2)")
-    p.add_argument("--start", type=int, default=0, help="first mutated position (default 0)")
-    p.add_argument("--end", type=int, default=None, help="one past the last mutated position (default: length)")
-    p.add_argument("--substitutions", choices=["alt", "all"], default="alt",
-                   help="alt: the A-1 substitutions of each position (default); all: every character")
-    p.add_argument("--sensing", choices=["structured", "gaussian"], default="structured",
-                   help="structured: exact spike probes (default); gaussian: compressed Gaussian probes")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                   help=f"probes per unknown for gaussian sensing (default {DEFAULT_ALPHA})")
-    add_tolerance_option(p)
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the random sequences and of the gaussian designs (default 0)")
-    add_length_option(p)
+    options.add_region_options(p)
+    options.add_substitution_option(p)
+    options.add_sensing_options(p, seeds_sequences=True)
+    options.add_length_option(p)
     p.set_defaults(func=run)
 
 
@@ -58,6 +50,7 @@ def _failure(check, sensing: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the ``check`` subcommand: 0 when every output agrees with naive ISM, else 1."""
     from .. import verify as verify_module
 
     if args.sequences < 1:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from ..attributions import attributions
 from ..errors import InputValidationError
-from ..memory import parse_size
 from ..providers import BY_NAME
 from ..seqio import ResultWriter, check_output_path, load_sequences
+from . import options
 
 __all__ = ["add_parser", "run"]
 
@@ -28,13 +28,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``ism`` subcommand to the ``yuzu-onnx`` parser."""
     p = subparsers.add_parser(
@@ -42,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run MODEL (written by `yuzu-onnx convert`) on every sequence of INPUT and write, per "
                     "original output, y0 (N, *out) and y_hat (N, A, end-start, *out) to OUT, batch by batch "
                     "(memory stays constant in the number of sequences). Nothing is left at OUT if it fails.")
-    p.add_argument("model", type=Path, metavar="MODEL", help="a converted model (MODEL.ism.onnx)")
+    options.add_model_argument(p, help="a converted model (MODEL.ism.onnx)")
     p.add_argument("input", type=Path, metavar="INPUT",
                    help="sequences: FASTA (.fa, .fasta, .fna, optionally .gz; ACGT, any case; N and other IUPAC "
                         "ambiguity codes become all-zero columns and need a model converted with "
@@ -57,16 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="write only per-character attributions (N, A, end-start) per output (key "
                         "OUTPUT.attributions / dataset OUTPUT/attributions): the centered effect of each "
                         "substitution, averaged over the output's elements, projected on the sequence")
-    p.add_argument("--batch-size", type=_positive, default=None, metavar="B",
-                   help="sequences per ONNX Runtime call (default 8); memory grows linearly with it")
-    p.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
-                   help="memory budget for running the model (weights + peak activations, predicted "
-                        "from its tensor shapes), e.g. 8G or 512M; the batch size is the largest that "
-                        "fits (at most --batch-size when given); a model whose single sequence needs "
-                        "more is refused before anything runs")
-    p.add_argument("--providers", choices=sorted(BY_NAME), default=None,
-                   help="execution provider: cpu, or cuda (falls back to cpu with a warning when "
-                        "unavailable); default: cuda when this onnxruntime offers it, else cpu")
+    options.option_group(p, "execution").add_argument(
+        "--batch-size", type=_positive, default=None, metavar="B",
+        help="sequences per ONNX Runtime call (default 8); memory grows linearly with it")
+    options.add_memory_option(p)
+    options.add_provider_option(p, "--providers", auto=True)
     p.add_argument("-q", "--quiet", action="store_true", help="print no progress and no summary line")
     p.set_defaults(func=run)
 

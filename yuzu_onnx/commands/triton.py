@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from ..triton import INSTANCE_KINDS, write_triton_repository
+from . import options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``triton`` subcommand to the ``yuzu-onnx`` parser."""
     p = subparsers.add_parser(
         "triton", help="write a converted model into a Triton model repository",
         description="Write MODEL (a model produced by `yuzu-onnx convert`) into the Triton Inference "
@@ -16,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "backend, inputs and outputs with their data types and dims, the batch axis left "
                     "out as Triton expects when --max-batch-size > 0) and REPO_DIR/NAME/1/model.onnx "
                     "(with its external data file, if any). The model folder is written atomically.")
-    p.add_argument("model", type=Path, metavar="MODEL", help="the converted ISM model (e.g. model.ism.onnx)")
+    options.add_model_argument(p, help="the converted ISM model (e.g. model.ism.onnx)")
     p.add_argument("repo_dir", type=Path, metavar="REPO_DIR", help="the Triton model repository (created if missing)")
     p.add_argument("--name", help="Triton model name (default: the file name without .ism.onnx)")
     p.add_argument("--max-batch-size", type=int, default=8, metavar="N",
@@ -31,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the ``triton`` subcommand: write the model folder and list the files written."""
     dest = write_triton_repository(args.model, args.repo_dir, name=args.name,
                                    max_batch_size=args.max_batch_size,
                                    dynamic_batching=args.dynamic_batching,
