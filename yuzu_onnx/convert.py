@@ -9,7 +9,7 @@ import onnx
 from .analyze import Plan, analyze
 from .canonicalize import canonicalize
 from .emit import emit
-from .errors import UnsupportedModelError
+from .errors import InternalError
 from .load import ModelLike, find_sequence_input, load_model
 from .memory import METADATA_KEY as MEMORY_METADATA_KEY
 from .memory import estimate_memory
@@ -103,5 +103,5 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
     try:
         onnx.checker.check_model(converted)
     except Exception as exc:  # a bug in a rule, never the user's fault
-        raise UnsupportedModelError(f"internal error: the converted graph fails the ONNX checker: {exc}") from exc
+        raise InternalError(f"the converted graph fails the ONNX checker: {exc}") from exc
     return (converted, plan) if return_plan else converted

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..plan import MutState, Plan, SeqState
+from ..errors import InternalError
 from ..graph_builder import GraphBuilder
 
 
@@ -41,7 +42,8 @@ class EmitContext:
 
     def seq(self, name: str) -> SeqState:
         st = self.plan.states[name]
-        assert isinstance(st, SeqState), name
+        if not isinstance(st, SeqState):
+            raise InternalError(f"tensor {name!r} is used in probe form but was planned as {type(st).__name__}")
         return st
 
     def is_seq(self, name: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from ..errors import InternalError
 from ..plan import NodePlan
 from .context import EmitContext
 
@@ -58,7 +59,9 @@ def reprobe(ctx: EmitContext, name: str, target: int) -> str:
     folded = ctx.probe[(name, current)]
     if target == current:
         return folded
-    assert target >= st.slots, (name, target, st.slots)
+    if target < st.slots:
+        raise InternalError(f"reprobing {name!r} to {target} probes, fewer than the {st.slots} mutants "
+                            "that reach one of its positions")
     mutants, positions = st.support.mutant_position_pairs(ctx.plan.subs)
     if target % current == 0:
         out = _reprobe_by_mask(ctx, name, folded, current, target, mutants, positions)
