@@ -26,7 +26,7 @@ from onnx import numpy_helper
 
 from . import rules
 from .canonicalize import TensorInfo
-from .errors import InternalError
+from .errors import InternalError, UnsupportedModelError
 from .flops import FlopCounter
 from .load import SequenceInput
 from .plan import ConversionWarning, FlatState, MutState, NodePlan, Plan, SeqState
@@ -40,15 +40,24 @@ __all__ = ["analyze", "Analysis", "ConversionWarning", "FlatState", "MutState", 
 
 def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceInput, *,
             start: int, end: int, substitutions: str, sensing: str, alpha: float,
-            seed: int, tolerance: float = DEFAULT_TOLERANCE) -> Plan:
+            seed: int, tolerance: float = DEFAULT_TOLERANCE, tile_width: int | None = None,
+            tiles_per_chunk: int = 1) -> Plan:
     """Choose a rule for each node of a canonical model and size every probe tensor.
 
     Emits a :class:`ConversionWarning` for each node that falls back to materialized mutants,
-    giving the reasons the rules declined it.
+    giving the reasons the rules declined it. With ``tile_width`` the plan is tiled
+    (:mod:`yuzu_onnx.tiling`); a graph that cannot be tiled is refused naming the node.
     """
     plan = Plan(model, infos, seq, start, end, substitutions, sensing, alpha, seed,
                 states={}, nodes=[], outputs=[o.name for o in model.graph.output], tolerance=tolerance)
-    Analysis(plan).run()
+    analysis = Analysis(plan)
+    analysis.run()
+    if tile_width is not None:
+        from .tiling import plan_tiling
+        tiling = plan_tiling(analysis, tile_width, tiles_per_chunk)
+        if isinstance(tiling, Decline):
+            raise UnsupportedModelError(f"this model cannot be tiled: {tiling.reason}")
+        analysis.adopt(tiling)
     return plan
 
 
@@ -143,6 +152,15 @@ class Analysis(ProbeSizing, FlopCounter):
         return self.on_mutants(node, dep, [Decline(
             "none", f"its input {mutant!r} is already per mutant (after an exit or a fallback), so its other "
                     "inputs are materialized to match")])
+
+    def adopt(self, tiling) -> None:
+        """Make ``tiling`` the plan's form: node probe counts and FLOPs become the tiles'."""
+        self.plan.tiling = tiling
+        for index, np_ in enumerate(self.plan.nodes):
+            if index in tiling.probes:
+                np_.probes = tiling.probes[index]
+        self.plan.reference_flops = 0
+        self.count_flops()
 
     def on_mutants(self, node: onnx.NodeProto, dep: list[str], declines: list[Decline]) -> NodePlan:
         """The node on materialized mutants: ``per-mutant`` when every sequence-dependent input

@@ -24,7 +24,8 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
                     sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
                     substitutions: str = "alt", input_name: str | None = None,
                     layout: str | None = None, outputs: Sequence[str] | None = None,
-                    length: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> Plan:
+                    length: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                    tile_width: int | None = None, tiles_per_chunk: int = 1) -> Plan:
     """Run the load, canonicalize and analyze passes; see :func:`convert` for parameters."""
     if sensing not in SENSING:
         raise ValueError(f"sensing must be one of {SENSING}, got {sensing!r}")
@@ -43,14 +44,15 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
     canonical, infos = canonicalize(proto, seq, outputs)
     return analyze(canonical, infos, seq, start=start, end=end, substitutions=substitutions,
                    sensing="spike" if sensing == "structured" else "gaussian", alpha=alpha, seed=seed,
-                   tolerance=tolerance)
+                   tolerance=tolerance, tile_width=tile_width, tiles_per_chunk=tiles_per_chunk)
 
 
 def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
             sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
             substitutions: str = "alt", input_name: str | None = None,
             layout: str | None = None, outputs: Sequence[str] | None = None,
-            length: int | None = None, tolerance: float = DEFAULT_TOLERANCE, return_plan: bool = False):
+            length: int | None = None, tolerance: float = DEFAULT_TOLERANCE, tile_width: int | None = None,
+            tiles_per_chunk: int = 1, return_plan: bool = False):
     """Convert a sequence model into one ONNX graph that computes exact ISM.
 
     Parameters
@@ -95,7 +97,8 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
     """
     plan = plan_conversion(model, start=start, end=end, sensing=sensing, alpha=alpha, seed=seed,
                            substitutions=substitutions, input_name=input_name, layout=layout,
-                           outputs=outputs, length=length, tolerance=tolerance)
+                           outputs=outputs, length=length, tolerance=tolerance, tile_width=tile_width,
+                           tiles_per_chunk=tiles_per_chunk)
     converted = emit(plan)
     plan.memory = estimate_memory(converted)
     # stored so that ISMSession sizes batches without re-deriving shapes

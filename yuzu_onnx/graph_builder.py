@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -30,6 +31,16 @@ class GraphBuilder:
         self._used = set(reserved)
         self._counter = 0
         self._const_cache: dict[tuple, str] = {}
+
+    @contextlib.contextmanager
+    def into(self, nodes: list[onnx.NodeProto]) -> Iterator[list[onnx.NodeProto]]:
+        """Append nodes to ``nodes`` (a subgraph's body) instead of the main graph while in the
+        block. Initializers still go to the main graph, which a subgraph can read."""
+        outer, self.nodes = self.nodes, nodes
+        try:
+            yield nodes
+        finally:
+            self.nodes = outer
 
     def fresh(self, hint: str) -> str:
         """Return a new unique tensor name built from ``hint``."""

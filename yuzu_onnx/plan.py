@@ -45,6 +45,62 @@ class MutState:
     pass
 
 
+@dataclass(frozen=True)
+class TileWindow:
+    """Where the window of tile ``tau`` lies along a tensor's sequence axis (tiled plans).
+
+    Window positions ``w = 0..width-1`` of tile ``tau`` are the tensor's positions
+    ``start + tau * shift + w``; positions outside ``0..length-1`` are *out of range*: they
+    exist only in the tile's window, and every op that reads across positions sees there
+    the value its padding would give (see :mod:`yuzu_onnx.tiling`).
+    """
+
+    start: int  # virtual position of tile 0's first window position
+    shift: int  # positions the window moves from one tile to the next
+    length: int  # the tensor's real sequence length
+
+    def positions(self, tiles: np.ndarray, width: int) -> np.ndarray:
+        """``(len(tiles), width)`` virtual positions of the given tiles' windows."""
+        return self.start + np.asarray(tiles)[:, None] * self.shift + np.arange(width)[None, :]
+
+
+@dataclass
+class Tiling:
+    """A tiled plan: the region split into tiles of ``width`` mutated positions, each tile's
+    probes cropped to the positions its mutants can change, tiles run ``per_chunk`` at a time.
+
+    Attributes
+    ----------
+    width : int
+        ``T``: mutated positions per tile (the last tile may run past the region's end; its
+        extra mutants are computed and dropped).
+    tiles : int
+        Number of tiles covering the region.
+    per_chunk : int
+        Tiles per iteration of the emitted Loop (the working set is one chunk).
+    states : dict[str, SeqState]
+        Tile-local probe-form state of each tensor: ``dims`` with the window width on the
+        sequence axis, the support in tile-local mutated positions ``0..T-1``, ``K`` of one
+        tile and its probe count.
+    windows : dict[str, TileWindow]
+        Where each tensor's window lies for each tile.
+    probes : dict[int, int]
+        Probes per tile of each probe-form node's output, by the node's index in ``plan.nodes``.
+    """
+
+    width: int
+    tiles: int
+    per_chunk: int
+    states: dict
+    windows: dict
+    probes: dict
+
+    @property
+    def chunks(self) -> int:
+        """Loop iterations: ``ceil(tiles / per_chunk)`` (the last chunk may hold phantom tiles)."""
+        return -(-self.tiles // self.per_chunk)
+
+
 @dataclass
 class FlatState:
     source: str  # the SeqState tensor that was flattened
@@ -100,6 +156,8 @@ class Plan:
     side: set[str] = field(default_factory=set)
     #: Memory of the converted graph (:class:`yuzu_onnx.memory.MemoryEstimate`), set after emit.
     memory: object | None = None
+    #: The tiled plan (:class:`Tiling`), or None for the whole-sequence probe form.
+    tiling: Tiling | None = None
 
     @functools.cached_property
     def non_finite_weights(self) -> bool:

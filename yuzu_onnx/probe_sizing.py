@@ -21,11 +21,17 @@ class ProbeSizing:
     ``self.node_flops`` from the class it is mixed into.
     """
 
-    def assign_probes(self) -> None:
+    def assign_probes(self, states: dict | None = None) -> dict[int, int]:
+        """Set ``probes`` of every probe-form state in ``states`` (default: the plan's own,
+        whose node plans also get their ``probes``); returns each node's probe count by its
+        index in ``plan.nodes``. The tiled plan sizes its tile-local states this way too."""
         plan = self.plan
-        states = plan.states
+        record = states is None
+        states = plan.states if states is None else states
+        self.sizing_states = states
         states[plan.seq.name].probes = plan.subs
-        for np_ in plan.nodes:
+        chosen: dict[int, int] = {}
+        for index, np_ in enumerate(plan.nodes):
             node = np_.node
             out = node.output[0] if node.output else None
             st = states.get(out)
@@ -44,7 +50,11 @@ class ProbeSizing:
                 st.probes = p_in
             else:
                 st.probes = self.choose_probes(np_, p_in)
-            np_.probes = st.probes
+            chosen[index] = st.probes
+            if record:
+                np_.probes = st.probes
+        self.sizing_states = plan.states
+        return chosen
 
     def gaussian_design(self, np_: NodePlan, need: int, slots: int) -> GaussianDesign:
         """Size a gaussian conv's probes so its predicted decoding error meets the tolerance.
@@ -77,11 +87,11 @@ class ProbeSizing:
         out = np_.node.output[0]
         seg = self.segment(out)
         options = set(cost.probe_candidates(p_in, self.segment_slots(seg)))
-        options.update(cost.probe_candidates(p_in, self.plan.states[out].slots))
+        options.update(cost.probe_candidates(p_in, self.sizing_states[out].slots))
         return min(sorted(options), key=lambda p: self.segment_seconds(np_, p_in, p, seg))
 
     def segment_seconds(self, np_: NodePlan, p_in: int, probes: int, seg: list[str]) -> float:
-        states = self.plan.states
+        states = self.sizing_states
         x = np_.node.input[0]
         seconds = cost.reprobe_seconds(p_in, probes, prod(states[x].dims))
         seconds += cost.conv_seconds(probes, self.node_flops(np_.node), self.conv_buffer(np_))
@@ -100,15 +110,15 @@ class ProbeSizing:
         node = np_.node
         if node.op_type != "Conv":
             return 0
-        x, w = self.plan.states[node.input[0]], self.shape(node.input[1])
-        l_out = self.plan.states[node.output[0]].dims[-1]
+        x, w = self.sizing_states[node.input[0]], self.shape(node.input[1])
+        l_out = self.sizing_states[node.output[0]].dims[-1]
         if np_.conv_impl == "taps":
             return 3 * int(w[0]) * int(w[2]) * x.dims[-1]
         return x.dims[0] * int(w[2]) * l_out
 
     def segment(self, name: str) -> list[str]:
         """``name`` and the chain of cheap ops (activations, pools) that follows it."""
-        states = self.plan.states
+        states = self.sizing_states
         chain = [name]
         by_node = {id(n.node): n for n in self.plan.nodes}
         while True:
@@ -124,6 +134,6 @@ class ProbeSizing:
             chain.append(name)
 
     def segment_slots(self, seg: list[str]) -> int:
-        return max(max(self.plan.states[n].slots for n in seg), 1)
+        return max(max(self.sizing_states[n].slots for n in seg), 1)
 
     # ---------------------------------------------------------------- FLOPs

@@ -22,6 +22,7 @@ from ..plan import Plan
 from .context import EmitContext
 from .outputs import emit_ism_output, ism_output_name
 from .probes import encode_input
+from .tiles import emit_loop
 
 __all__ = ["emit", "ism_output_name"]
 
@@ -37,10 +38,18 @@ def emit(plan: Plan) -> onnx.ModelProto:
     reserved.update(o.name for o in graph.output)
     builder = GraphBuilder(sorted(reserved), plan.seq.dtype)
     ctx = EmitContext(plan, builder)
-    ctx.probe[(plan.seq.name, plan.subs)] = encode_input(ctx)
-    for np_ in plan.nodes:
-        if np_.spec.emit is not None:  # the reference and deferred flattens emit nothing
-            np_.spec.emit(ctx, np_)
+
+    def emit_nodes() -> None:
+        for np_ in plan.nodes:
+            if np_.spec.emit is not None:  # the reference and deferred flattens emit nothing
+                np_.spec.emit(ctx, np_)
+
+    if plan.tiling is None:
+        ctx.probe[(plan.seq.name, plan.subs)] = encode_input(ctx)
+        emit_nodes()
+    else:  # everything sequence-dependent runs in a Loop over chunks of tiles
+        dependent = [o.name for o in graph.output if o.name in plan.states]
+        emit_loop(ctx, emit_nodes, [(name, _static_output_dims(plan, name)) for name in dependent])
     new_outputs = []
     for out in graph.output:
         dims = _static_output_dims(plan, out.name)

@@ -10,6 +10,7 @@ the original graph runs on them unchanged.
 from __future__ import annotations
 
 import numpy as np
+from onnx import numpy_helper
 
 from ..plan import MutState, Plan, SeqState
 from ..errors import InternalError
@@ -36,26 +37,57 @@ class EmitContext:
         self.mut: dict[str, str] = {}
         self._ref_b: dict[str, str] = {}
         self._repeated: dict[tuple[str, int], str] = {}
+        #: The tiled plan, or None. In a tiled plan the probe tensors are those of one chunk of
+        #: ``per_chunk`` tiles, ``(N * per_chunk * P, *window dims)``, built inside a Loop body.
+        self.tiling = plan.tiling
+        #: Tiled plans: the chunk's tile indices, an int64 ``(per_chunk,)`` tensor of the body.
+        self.tau: str | None = None
+        #: Tiled plans: per-tensor caches of reference windows and padded references.
+        self.cache: dict[tuple, str] = {}
+        #: Tiled plans: nodes that must run outside the Loop body (once per call).
+        self.outer_nodes: list = []
+
+    def plan_const(self, name: str):
+        """Value of a constant of the canonical graph (an initializer), or None."""
+        if not hasattr(self, "_inits"):
+            self._inits = {t.name: t for t in self.plan.model.graph.initializer}
+        return numpy_helper.to_array(self._inits[name]) if name in self._inits else None
+
+    @property
+    def mutants(self) -> int:
+        """Mutants per sequence in a per-mutant tensor: all ``M``, or a tiled chunk's ``c * S * T``."""
+        if self.tiling is None:
+            return self.plan.mutants
+        return self.tiling.per_chunk * self.plan.subs * self.tiling.width
 
     def state(self, name: str):
         return self.plan.states.get(name)
 
     def seq(self, name: str) -> SeqState:
-        st = self.plan.states[name]
+        """The probe-form state of ``name``: in a tiled plan the tile-local one (window dims)."""
+        st = (self.tiling.states if self.tiling is not None else self.plan.states)[name]
         if not isinstance(st, SeqState):
             raise InternalError(f"tensor {name!r} is used in probe form but was planned as {type(st).__name__}")
         return st
 
     def is_seq(self, name: str) -> bool:
+        """Whether ``name`` is in probe form (also in a tiled plan: the plan's states decide)."""
         return isinstance(self.plan.states.get(name), SeqState)
 
     def is_mut(self, name: str) -> bool:
         return isinstance(self.plan.states.get(name), MutState)
 
     def ref_broadcast(self, name: str) -> str:
-        """The reference tensor with a unit probe axis: ``(N, 1, *dims)``."""
+        """The reference tensor with a unit probe axis: ``(N, 1, *dims)``; in a tiled plan the
+        reference over each tile's window, ``(N * per_chunk, 1, *window dims)``."""
         if name not in self._ref_b:
-            self._ref_b[name] = self.b.unsqueeze(name, [1], "ref")
+            if self.tiling is not None:
+                from .tiles import reference_window  # tiles builds on this module
+                width = self.seq(name).dims[self.seq(name).seq_axis - 1]
+                window = reference_window(self, name, 0, width - 1)
+                self._ref_b[name] = self.b.reshape(window, [-1, 1, *self.seq(name).dims], "ref_w")
+            else:
+                self._ref_b[name] = self.b.unsqueeze(name, [1], "ref")
         return self._ref_b[name]
 
     def repeat_side(self, name: str, count: int) -> str:

@@ -12,6 +12,10 @@ def materialize(ctx: EmitContext, name: str) -> str:
     """``(N*M, *dims)``: the tensor for every mutant, mutants ordered as in the plan."""
     if name in ctx.mut:
         return ctx.mut[name]
+    if ctx.tiling is not None:
+        from .tiles import materialize_tiled
+        ctx.mut[name] = materialize_tiled(ctx, name)
+        return ctx.mut[name]
     b, plan = ctx.b, ctx.plan
     st = ctx.seq(name)
     p = st.probes

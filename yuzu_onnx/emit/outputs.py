@@ -19,10 +19,10 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     a, s, region = plan.seq.alphabet, plan.subs, plan.region
     name = b.reserve(ism_output_name(output))
     rest = list(range(3, 3 + len(out_dims)))
-    if ctx.is_seq(output):
-        per_mutant = materialize(ctx, output)
-    elif ctx.is_mut(output):
+    if output in ctx.mut:  # per mutant already (a tiled plan's Loop leaves every output so)
         per_mutant = ctx.mut[output]
+    elif ctx.is_seq(output):
+        per_mutant = materialize(ctx, output)
     else:  # the output does not depend on the sequence: every slot equals y0
         y0_b = b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")  # static dims, as y_ism has
         return b.op("Expand", [y0_b, b.ints([1, a, region] + [1] * len(out_dims))], outputs=[name])

@@ -16,33 +16,47 @@ from .context import EmitContext
 def encode_input(ctx: EmitContext) -> str:
     """Probe form of the sequence input with ``P = S``: probe ``s`` at a mutated position is
     the position's ``s``-th substitution; outside the region it is the input itself."""
+    if ctx.tiling is not None:
+        from .tiles import encode_tile_input
+        return encode_tile_input(ctx)
     plan, b = ctx.plan, ctx.b
     seq = plan.seq
-    name, a, s = seq.name, seq.alphabet, plan.subs
-    chan_first = seq.layout == "NCL"
+    name, s = seq.name, plan.subs
     x_b = ctx.ref_broadcast(name)  # (N, 1, *dims)
-    # Substituted columns take the input's own type (an integer one-hot input stays integer
-    # up to the model's own Cast, which then runs on the probes like any other node).
-    feed = seq.feed_dtype
-    if plan.substitutions == "all":
-        eye = np.eye(a)
-        mutated = b.const(eye[:, :, None] if chan_first else eye[:, None, :], "eye", dtype=feed)
-    else:
-        # slot s of a position whose reference character is r holds character s + (s >= r)
-        ref = b.op("ArgMax", [name], "ref_char", axis=seq.channel_axis, keepdims=1)  # (N,1,L)|(N,L,1)
-        ref_b = b.unsqueeze(ref, [1], "ref_char_b")
-        slot = np.arange(s).reshape(s, 1, 1)
-        shifted = b.op("Cast", [b.op("Less", [ref_b, b.const(slot + 1, dtype=np.int64)], "shift")],
-                       "shift_i", to=helper.TensorProto.INT64)
-        chars = b.op("Add", [shifted, b.const(slot, dtype=np.int64)], "alt_char")  # (N,S,1,L)|(N,S,L,1)
-        letters = np.arange(a).reshape((a, 1) if chan_first else (1, a))
-        hit = b.op("Equal", [chars, b.const(letters, dtype=np.int64)], "alt_hit")
-        mutated = b.op("Cast", [hit], "alt_onehot", to=helper.np_dtype_to_tensor_dtype(feed))
+    mutated = substituted(ctx, name)
     inside = np.zeros(seq.length, dtype=bool)
     inside[plan.start:plan.end] = True
     region = b.const(inside.reshape(ctx.seq_axis_shape(name)), "region", dtype=np.bool_)
     probes = b.op("Where", [region, mutated, x_b], "input_probes")  # (N, S, *dims)
     return ctx.fold(b.op("Expand", [probes, b.ints([1, s, *ctx.seq(name).dims])], "input_probes"), name)
+
+
+def substituted(ctx: EmitContext, x: str) -> str:
+    """The ``S`` substituted one-hot columns of every position of the one-hot batch ``x``:
+    ``(N, S, *dims)``; for ``all`` substitutions the constant ``(S, *dims-broadcast)`` identity.
+
+    In ``alt`` mode slot ``s`` of a position whose reference character is ``r`` holds
+    character ``s + (s >= r)``. Substituted columns take the input's own type (an integer
+    one-hot input stays integer up to the model's own Cast, which then runs on the probes
+    like any other node).
+    """
+    plan, b = ctx.plan, ctx.b
+    seq = plan.seq
+    a, s = seq.alphabet, plan.subs
+    chan_first = seq.layout == "NCL"
+    feed = seq.feed_dtype
+    if plan.substitutions == "all":
+        eye = np.eye(a)
+        return b.const(eye[:, :, None] if chan_first else eye[:, None, :], "eye", dtype=feed)
+    ref = b.op("ArgMax", [x], "ref_char", axis=seq.channel_axis, keepdims=1)  # (N,1,L)|(N,L,1)
+    ref_b = b.unsqueeze(ref, [1], "ref_char_b")
+    slot = np.arange(s).reshape(s, 1, 1)
+    shifted = b.op("Cast", [b.op("Less", [ref_b, b.const(slot + 1, dtype=np.int64)], "shift")],
+                   "shift_i", to=helper.TensorProto.INT64)
+    chars = b.op("Add", [shifted, b.const(slot, dtype=np.int64)], "alt_char")  # (N,S,1,L)|(N,S,L,1)
+    letters = np.arange(a).reshape((a, 1) if chan_first else (1, a))
+    hit = b.op("Equal", [chars, b.const(letters, dtype=np.int64)], "alt_hit")
+    return b.op("Cast", [hit], "alt_onehot", to=helper.np_dtype_to_tensor_dtype(feed))
 
 
 def reprobe(ctx: EmitContext, name: str, target: int) -> str:
@@ -106,10 +120,29 @@ def _reprobe_by_gather(ctx, name, folded, current, target, mutants, positions) -
 
 def probe_inputs(ctx: EmitContext, np_: NodePlan) -> list[str]:
     """The node's inputs as the probe rules feed them: sequence tensors reprobed to the node's
-    ``P``, side inputs repeated ``P`` times per sequence, constants as they are."""
-    return [reprobe(ctx, name, np_.probes) if ctx.is_seq(name)
-            else ctx.repeat_side(name, np_.probes) if name in ctx.plan.side else name
-            for name in np_.node.input]
+    ``P``, side inputs repeated ``P`` times per sequence, constants as they are. In a tiled
+    plan sequence tensors are also widened to the output's window (reference values where
+    their own window does not reach) and side inputs repeated for every tile of the chunk."""
+    if ctx.tiling is None:
+        return [reprobe(ctx, name, np_.probes) if ctx.is_seq(name)
+                else ctx.repeat_side(name, np_.probes) if name in ctx.plan.side else name
+                for name in np_.node.input]
+    from .tiles import extend
+    out = np_.node.output[0]
+    target, width = ctx.tiling.windows[out], ctx.seq(out).support.length
+    inputs = []
+    for name in np_.node.input:
+        if ctx.is_seq(name):
+            folded = reprobe(ctx, name, np_.probes)
+            first = target.start - ctx.tiling.windows[name].start
+            if (first, width) != (0, ctx.seq(name).support.length):
+                folded = extend(ctx, name, folded, np_.probes, first, first + width - 1, None)
+            inputs.append(folded)
+        elif name in ctx.plan.side:
+            inputs.append(ctx.repeat_side(name, ctx.tiling.per_chunk * np_.probes))
+        else:
+            inputs.append(name)
+    return inputs
 
 
 def clone_on_probes(ctx: EmitContext, np_: NodePlan) -> None:

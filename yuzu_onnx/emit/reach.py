@@ -35,6 +35,15 @@ def delta_rows(ctx: EmitContext, name: str) -> str:
         # 256 MB more on DeepSEA).
         delta = b.op("Where", [b.op("Equal", [probes, ref], "exit_same"), b.const(np.array(0.0)), delta],
                      "exit_delta")
+    if ctx.tiling is not None:
+        # positions of a window outside the tensor hold no delta (whatever was computed there)
+        from .tiles import in_range, three_level
+        length = st.dims[st.seq_axis - 1]
+        edge = in_range(ctx, name, 0, length - 1)
+        if edge is not None:
+            masked = b.op("Where", [edge, three_level(ctx, delta, name, p, st.dims),
+                                    b.const(np.array(0.0), "zero")], "exit_in_range")
+            delta = b.reshape(masked, [-1, p, *st.dims], "exit_delta")
     others = [ax + 1 for ax in range(1, len(st.dims) + 1) if ax != st.seq_axis]
     moved = b.transpose(delta, [0, 1 + st.seq_axis, 1] + others, "exit_t")
     length = st.dims[st.seq_axis - 1]
@@ -42,13 +51,15 @@ def delta_rows(ctx: EmitContext, name: str) -> str:
 
 
 def sum_over_reach(ctx: EmitContext, st: SeqState, per_position: str, width: int) -> str:
-    """``(N, L, P, W)`` per-position contributions -> ``(N, M, W)`` summed over each mutant's reach."""
+    """``(N, L, P, W)`` per-position contributions -> ``(N, M, W)`` summed over each mutant's reach
+    (tiled plans: ``(N*c, W_t, P, W)`` -> ``(N*c, S*T, W)``, the same table for every tile)."""
     b, plan = ctx.b, ctx.plan
     p = st.probes
     length = st.dims[st.seq_axis - 1]
     rows = b.reshape(per_position, [0, length * p, width], "exit_rows")
     rows = b.op("Pad", [rows, b.ints([0, 0, 0, 0, 1, 0])], "exit_rows")  # zero row at L*P
-    picked = b.gather(rows, contribution_table(st, plan.subs, plan.mutants, p), axis=1, hint="exit_g")
+    mutants = plan.mutants if ctx.tiling is None else plan.subs * ctx.tiling.width  # of one tile
+    picked = b.gather(rows, contribution_table(st, plan.subs, mutants, p), axis=1, hint="exit_g")
     return b.op("ReduceSum", [picked, b.ints([2])], "exit_delta", keepdims=0)
 
 
@@ -64,3 +75,16 @@ def contribution_table(st, subs: int, mutants: int, probes: int) -> np.ndarray:
     table = np.full((mutants, width), length * probes, dtype=np.int64)
     table[m, rank] = j * probes + m % probes
     return table
+
+
+def add_to_reference(ctx: EmitContext, delta: str, out: str, out_dims) -> str:
+    """Per-mutant ``y0 + delta``: ``delta`` is ``(N, M, *out)`` (tiled: ``(N*c, S*T, *out)``);
+    returns ``(N * M, *out)`` (tiled: ``(N * c * S*T, *out)``, ordered sequence, tile, mutant)."""
+    b = ctx.b
+    if ctx.tiling is None:
+        delta = b.reshape(delta, [0, -1, *out_dims], "reduce_delta")
+    else:
+        delta = b.reshape(delta, [-1, ctx.mutants, *out_dims], "reduce_delta")
+    full = b.op("Add", [delta, b.unsqueeze(out, [1], "ref") if ctx.tiling is not None else ctx.ref_broadcast(out)],
+                "reduce_mut")
+    return b.reshape(full, [-1, *out_dims], "reduce_mut")

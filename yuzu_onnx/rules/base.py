@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # imported for type hints only: the analysis imports the rule
     from ..analyze import Analysis
     from ..emit.context import EmitContext
     from ..plan import NodePlan
+    from ..tile_geometry import TileGeometry
 
 #: Representations of a node's sequence-dependent output (see :mod:`yuzu_onnx.plan`).
 FORMS = ("reference", "probe", "flat", "mutant")
@@ -55,6 +56,7 @@ FlopModel = Callable[["Analysis", "NodePlan", int], "tuple[int, int]"]
 Emitter = Callable[["EmitContext", "NodePlan"], None]
 CheckResult = Union["NodePlan", Decline]
 Check = Callable[["Analysis", onnx.NodeProto, "list[str]"], CheckResult]
+TileRule = Callable[["TileGeometry", "NodePlan"], "Decline | None"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,10 @@ class Rule:
         The node runs on materialized mutants of its sequence-dependent inputs.
     warns : bool
         The node is an unplanned fallback: the conversion warns, giving the decline reasons.
+    tile : callable or None
+        Probe form only: ``tile(geometry, node_plan) -> Decline | None`` records the output's
+        tile-local state and window (:mod:`yuzu_onnx.tiling`), or says why the node cannot be
+        tiled. ``None``: the rule has no tiled form (the graph keeps the whole-sequence form).
     """
 
     name: str
@@ -98,6 +104,7 @@ class Rule:
     widens: bool = False
     materializes: bool = False
     warns: bool = False
+    tile: TileRule | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -116,13 +123,25 @@ def no_flops(analysis: "Analysis", np_: "NodePlan", per_sequence: int) -> tuple[
     return 0, 0
 
 
+def probe_positions(analysis: "Analysis", name: str) -> int:
+    """Position-evaluations of a probe tensor per sequence: ``P x L`` in the whole-sequence
+    form, ``tiles x P_tile x W`` (window width) in a tiled plan."""
+    plan = analysis.plan
+    if plan.tiling is not None:
+        st = plan.tiling.states[name]
+        return plan.tiling.tiles * st.probes * st.dims[st.seq_axis - 1]
+    st = plan.states[name]
+    return st.probes * st.dims[st.seq_axis - 1]
+
+
 def probe_flops(analysis: "Analysis", np_: "NodePlan", per_sequence: int) -> tuple[int, int]:
-    """A per-position op on probes: ``P x per_sequence`` converted; the floor is each mutant's
-    work at the positions it reaches, ``S x sum_j width_j x per_position``."""
+    """A per-position op on probes: ``per_position`` FLOPs at each position-evaluation
+    (:func:`probe_positions`); the floor is each mutant's work at the positions it reaches,
+    ``S x sum_j width_j x per_position``."""
     out = analysis.plan.states[np_.node.output[0]]
     per_position = per_sequence // max(out.dims[out.seq_axis - 1], 1)
     floor = int(analysis.plan.subs * out.support.widths.sum()) * per_position
-    return out.probes * per_sequence, floor
+    return probe_positions(analysis, np_.node.output[0]) * per_position, floor
 
 
 def per_mutant_flops(analysis: "Analysis", np_: "NodePlan", per_sequence: int) -> tuple[int, int]:

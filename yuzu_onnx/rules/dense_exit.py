@@ -26,11 +26,11 @@ from onnx import numpy_helper
 
 from ..emit.context import EmitContext
 from ..emit.materialize import materialize
-from ..emit.reach import delta_rows, sum_over_reach
+from ..emit.reach import add_to_reference, delta_rows, sum_over_reach
 from ..errors import InternalError
 from ..ops import attr, prod
 from ..plan import ConversionWarning, FlatState, MutState, NodePlan, SeqState
-from .base import Decline, Rule, no_flops
+from .base import Decline, Rule, no_flops, probe_positions
 from .common import shape_text
 
 if TYPE_CHECKING:
@@ -110,9 +110,10 @@ def dense_flops(a: "Analysis", np_: NodePlan, per_sequence: int) -> tuple[int, i
     """Every probe's deltas times the weight (``P x per_sequence``); the floor is each mutant's
     positions only."""
     states = a.plan.states
-    src = states[states[np_.node.input[0]].source]
+    source = states[np_.node.input[0]].source
+    src = states[source]
     per_position = per_sequence // max(src.dims[src.seq_axis - 1], 1)
-    return src.probes * per_sequence, int(a.plan.subs * src.support.widths.sum()) * per_position
+    return probe_positions(a, source) * per_position, int(a.plan.subs * src.support.widths.sum()) * per_position
 
 
 # ----------------------------------------------------------------------------- emit
@@ -126,12 +127,42 @@ def emit_dense_exit(ctx: EmitContext, np_: NodePlan) -> None:
     if _non_finite_weight(ctx, node):
         _dense_on_mutants(ctx, node, source)
         return
+    if ctx.tiling is not None:
+        _dense_on_tiles(ctx, node, source)
+        return
     rows = delta_rows(ctx, source)  # (N, L, P, C)
     weight, hidden = _per_position_weight(ctx, node, st)  # (L, C, H)
     y = b.op("MatMul", [rows, weight], "dense_pos")  # (N, L, P, H)
     delta = sum_over_reach(ctx, st, y, hidden)  # (N, M, H)
     full = b.op("Add", [delta, ctx.ref_broadcast(node.output[0])], "dense_mut")
     ctx.mut[node.output[0]] = b.reshape(full, [-1, hidden], "dense_mut")
+
+
+def _dense_on_tiles(ctx: EmitContext, node, source: str) -> None:
+    """Tiled dense exit: each tile multiplies its window's deltas by the weight rows of its
+    window's positions (zero rows out of range), then each mutant sums its reach."""
+    from ..emit.tiles import positions
+    b = ctx.b
+    st, full = ctx.seq(source), ctx.plan.states[source]
+    width, length = st.dims[st.seq_axis - 1], full.dims[full.seq_axis - 1]
+    with b.into(ctx.outer_nodes):  # the weight rearranged once per call, outside the Loop
+        weight, hidden = _per_position_weight(ctx, node, full)  # (L, C, H)
+        low = ctx.tiling.windows[source].start
+        high = low + (ctx.tiling.chunks * ctx.tiling.per_chunk - 1) * ctx.tiling.windows[source].shift + width - 1
+        before, after = max(0, -low), max(0, high - (length - 1))
+        if before or after:
+            weight = b.op("Pad", [weight, b.ints([before, 0, 0, after, 0, 0])], "dense_w_pad")
+    index = positions(ctx, source, 0, width - 1)
+    if before:
+        index = b.op("Add", [index, b.const(np.array(before, dtype=np.int64), dtype=np.int64)], "dense_w_index")
+    rows_w = b.op("Gather", [weight, index], "dense_w_tiles", axis=0)  # (c, W, C, H)
+    rows = delta_rows(ctx, source)  # (N*c, W, P, C)
+    ct, p = ctx.tiling.per_chunk, st.probes
+    split = b.reshape(rows, [-1, ct, width, p, int(np.prod(st.dims)) // width], "dense_split")
+    y = b.op("MatMul", [split, rows_w], "dense_pos")  # (N, c, W, P, H)
+    y = b.reshape(y, [-1, width, p, hidden], "dense_rows")
+    delta = sum_over_reach(ctx, st, y, hidden)  # (N*c, S*T, H)
+    ctx.mut[node.output[0]] = add_to_reference(ctx, delta, node.output[0], [hidden])
 
 
 def _non_finite_weight(ctx: EmitContext, node) -> bool:

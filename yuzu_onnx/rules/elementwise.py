@@ -23,10 +23,12 @@ import onnx
 from ..plan import NodePlan, SeqState
 from .base import Decline, Rule, probe_flops
 from ..emit.probes import clone_on_probes
+from ..tile_geometry import aligned, union_in
 from .common import shape_text
 
 if TYPE_CHECKING:
     from ..analyze import Analysis
+    from ..tile_geometry import TileGeometry
 
 FAMILY = "elementwise"
 
@@ -41,8 +43,6 @@ UNARY = {
 BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu", "Sum", "Mean", "Where",
           "Greater", "Less", "Equal", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod"}
 
-ELEMENTWISE = Rule("elementwise", "probe elementwise", "probe", probe_flops, clone_on_probes)
-RULES = (ELEMENTWISE,)
 
 
 def decline(reason: str) -> Decline:
@@ -116,6 +116,32 @@ def check_pointwise_matmul(a: "Analysis", node: onnx.NodeProto, dep: list[str]) 
     a.plan.states[node.output[0]] = a.seq_state(st.support, st.seq_axis, dims)
     return NodePlan(node, ELEMENTWISE, width=st.support.max_width)
 
+
+def tile_elementwise(t: "TileGeometry", np_: NodePlan) -> Decline | None:
+    """Tiled form: the output's window is the hull of the inputs' windows (narrower inputs are
+    widened with reference values when emitted), its support their union. Operands that are
+    not sequence tensors must not vary along the sequence axis (they would need a window too)."""
+    node = np_.node
+    seqs = [n for n in node.input if n in t.states]
+    hull = aligned(t, seqs)
+    if isinstance(hull, str):
+        return decline(hull)
+    window, width = hull
+    full = t.full(node.output[0])
+    rank = len(full.dims) + 1
+    for name in node.input:
+        if not name or name in seqs or node.op_type in ("BatchNormalization", "MatMul"):
+            continue  # per-channel statistics, and a weight contracting the channels, have no length
+        shape = t.analysis.shape(name) or []
+        axis = len(shape) - (rank - full.seq_axis)  # numpy broadcasting aligns from the right
+        if 0 <= axis < len(shape) and shape[axis] != 1:
+            return decline(f"its operand {name!r} {shape_text(shape)} varies along the sequence axis")
+    t.record(node.output[0], union_in(t, seqs, window, width), window)
+    return None
+
+
+ELEMENTWISE = Rule("elementwise", "probe elementwise", "probe", probe_flops, clone_on_probes, tile=tile_elementwise)
+RULES = (ELEMENTWISE,)
 
 CHECKS = {op: check_elementwise for op in sorted(UNARY | BINARY | {"BatchNormalization"})}
 CHECKS["MatMul"] = check_pointwise_matmul

@@ -29,7 +29,7 @@ def emit_per_mutant(ctx: EmitContext, np_: NodePlan) -> None:
         elif ctx.is_mut(name):
             inputs.append(ctx.mut[name])
         elif name in ctx.plan.side:
-            inputs.append(ctx.repeat_side(name, ctx.plan.mutants))
+            inputs.append(ctx.repeat_side(name, ctx.mutants))
         else:
             inputs.append(name)
     outputs = []

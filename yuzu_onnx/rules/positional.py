@@ -24,18 +24,19 @@ import onnx
 
 from ..emit.probes import clone_on_probes
 from ..ops import attr
-from ..plan import NodePlan, SeqState
+from ..plan import NodePlan, SeqState, TileWindow
 from ..support import Support
+from ..tile_geometry import aligned, union_in
 from .base import Decline, Rule, no_flops
 from .common import shape_text
 
 if TYPE_CHECKING:
     from ..analyze import Analysis
+    from ..emit.context import EmitContext
+    from ..tile_geometry import TileGeometry
 
 FAMILY = "positional"
 
-POSITIONAL = Rule("positional", "probe positional", "probe", no_flops, clone_on_probes)
-RULES = (POSITIONAL,)
 
 
 def decline(reason: str) -> Decline:
@@ -277,6 +278,126 @@ def unit_axes_reshape(st: SeqState, out_dims) -> int | None:
         return None
     return kept_out[[ax for ax, _ in kept_in].index(st.seq_axis)][0]
 
+
+# ----------------------------------------------------------------------------- tiles
+
+
+def seq_source(node: onnx.NodeProto, a, x: str) -> np.ndarray | None:
+    """For a Slice or Pad, the input position each output position copies along the sequence
+    axis (-1: padding), or None when the op leaves the sequence axis alone."""
+    st = a.plan.states[x]
+    handler = {"Slice": slice_positions, "Pad": pad_positions}[node.op_type]
+    return handler(node, Layout(st.dims, st.seq_axis), a.const)[1]
+
+
+def tile_positional(t: "TileGeometry", np_: NodePlan) -> Decline | None:
+    """Tiled form. Axis moves and unit reshapes keep the window. A crop (Slice with step 1)
+    and a constant Pad only renumber positions, so the window moves and nothing is copied
+    (a Pad also sets the positions that become its padding). Concat along channels takes the
+    inputs' hull window; along the length it would need two windows and is not tiled."""
+    node = np_.node
+    out = node.output[0]
+    op = node.op_type
+    if op == "Concat":
+        full = t.full(out)
+        if attr(node, "axis", 1) % (len(full.dims) + 1) == full.seq_axis:
+            return decline("it concatenates along the sequence axis (two windows per tile)")
+        seqs = [n for n in node.input if n]
+        hull = aligned(t, seqs)
+        if isinstance(hull, str):
+            return decline(hull)
+        window, width = hull
+        t.record(out, union_in(t, seqs, window, width), window)
+        return None
+    x = node.input[0]
+    st, win = t.states[x], t.windows[x]
+    start = win.start
+    if op in ("Slice", "Pad"):
+        source = seq_source(node, t.analysis, x)
+        if source is not None:
+            steps = np.diff(source[source >= 0])
+            if len(steps) and not (steps == 1).all():
+                return decline("it does not copy positions in order one by one (a strided slice or a "
+                               "reflecting pad)")
+            if op == "Pad" and (attr(node, "mode", b"constant") or b"constant") not in (b"constant", "constant"):
+                return decline("an edge or reflect Pad along the sequence has no tiled form")
+            first = int(np.argmax(source >= 0))  # output position of the first copied input position
+            start = win.start - int(source[first]) + first
+    t.record(out, st.support, TileWindow(start, win.shift, t.full(out).dims[t.full(out).seq_axis - 1]))
+    return None
+
+
+def emit_positional(ctx: "EmitContext", np_: NodePlan) -> None:
+    """The original node on the probes; in a tiled plan a crop or pad along the sequence only
+    renumbers window positions (nothing to copy; a Pad sets the positions that become its
+    padding), and a unit reshape is re-targeted to the window's dims."""
+    if ctx.tiling is None or np_.node.op_type in ("Transpose", "Squeeze", "Unsqueeze", "Concat"):
+        clone_on_probes(ctx, np_)
+        return
+    from ..emit.probes import reprobe
+    node, b = np_.node, ctx.b
+    x, out = node.input[0], node.output[0]
+    folded = reprobe(ctx, x, np_.probes)
+    op = node.op_type
+    if op in ("Reshape", "Flatten"):
+        result = b.reshape(folded, [-1, *ctx.seq(out).dims], "tile_reshape")
+    elif op == "Slice":
+        result = _slice_other_axes(ctx, node, folded)
+    else:
+        result = _pad_on_tiles(ctx, np_, folded)
+    ctx.probe[(out, np_.probes)] = result
+
+
+def _slice_other_axes(ctx: "EmitContext", node: onnx.NodeProto, folded: str) -> str:
+    """The Slice without its sequence-axis entry (the window moved instead)."""
+    full = ctx.plan.states[node.input[0]]
+    rank = len(full.dims) + 1
+    starts, ends = _int_input(node, 1, ctx.plan_const), _int_input(node, 2, ctx.plan_const)
+    axes = _int_input(node, 3, ctx.plan_const) if len(node.input) > 3 and node.input[3] else list(range(len(starts)))
+    steps = _int_input(node, 4, ctx.plan_const) if len(node.input) > 4 and node.input[4] else [1] * len(axes)
+    keep = [i for i, ax in enumerate(_norm(axes, rank)) if ax != full.seq_axis]
+    if not keep:
+        return folded
+    b = ctx.b
+    pick = lambda values: b.ints([values[i] for i in keep])  # noqa: E731
+    return b.op("Slice", [folded, pick(starts), pick(ends), pick([_norm(axes, rank)[i] for i in keep]), pick(steps)],
+                "tile_slice")
+
+
+def _pad_on_tiles(ctx: "EmitContext", np_: NodePlan, folded: str) -> str:
+    """Pad on a tiled tensor: out-of-range positions of the input window become the pad value
+    (they are the output's padding), and other axes are padded as the node says."""
+    from ..emit.tiles import in_range, three_level
+    b, node = ctx.b, np_.node
+    x = node.input[0]
+    st = ctx.seq(x)
+    full = ctx.plan.states[x]
+    rank = len(full.dims) + 1
+    pads = list(_int_input(node, 1, ctx.plan_const, "pads"))
+    axes = _int_input(node, 3, ctx.plan_const) if len(node.input) > 3 and node.input[3] else list(range(rank))
+    axes = [a + rank if a < 0 else a for a in axes]
+    value = ctx.plan_const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    value = float(np.asarray(value).ravel()[0]) if value is not None else float(attr(node, "value", 0.0))
+    result = folded
+    width = st.dims[st.seq_axis - 1]
+    edge = in_range(ctx, x, 0, width - 1)
+    if edge is not None:
+        padded = b.op("Where", [edge, three_level(ctx, folded, x, np_.probes, st.dims),
+                                b.const(np.array(value), "pad_value", dtype=ctx.plan.infos[x].dtype)], "tile_pad")
+        result = b.reshape(padded, [-1, *st.dims], "tile_pad")
+    other = [0] * (2 * rank)
+    n = len(axes)
+    for i, ax in enumerate(axes):
+        if ax != full.seq_axis:
+            other[ax], other[rank + ax] = pads[i], pads[i + n]
+    if any(other):
+        inputs = [result, b.ints(other)] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
+        result = b.op("Pad", inputs, "tile_pad_other", mode="constant")
+    return result
+
+
+POSITIONAL = Rule("positional", "probe positional", "probe", no_flops, emit_positional, tile=tile_positional)
+RULES = (POSITIONAL,)
 
 CHECKS = {op: check_positional for op in ("Transpose", "Squeeze", "Unsqueeze", "Slice", "Pad", "Concat")}
 CHECKS.update({"Reshape": check_unit_reshape, "Flatten": check_unit_reshape})

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from ..emit.context import EmitContext
-from ..emit.reach import delta_rows, sum_over_reach
+from ..emit.reach import add_to_reference, delta_rows, sum_over_reach
 from ..ops import attr, prod
 from ..plan import MutState, NodePlan, SeqState
 from .base import Decline, Rule
@@ -103,11 +103,9 @@ def emit_reduce_exit(ctx: EmitContext, np_: NodePlan) -> None:
     rows = delta_rows(ctx, x)  # (N, L, P, C)
     delta = sum_over_reach(ctx, st, rows, width)  # (N, M, C)
     if node.op_type != "ReduceSum":
-        delta = b.op("Div", [delta, b.const(np.array(float(st.dims[st.seq_axis - 1])))], "mean_delta")
-    out_dims = ctx.plan.infos[out].shape[1:]
-    delta = b.reshape(delta, [0, -1, *out_dims], "reduce_delta")
-    full = b.op("Add", [delta, ctx.ref_broadcast(out)], "reduce_mut")
-    ctx.mut[out] = b.reshape(full, [-1, *out_dims], "reduce_mut")
+        full = ctx.plan.states[x]  # a mean over the tensor's real length, not a tile's window
+        delta = b.op("Div", [delta, b.const(np.array(float(full.dims[full.seq_axis - 1])))], "mean_delta")
+    ctx.mut[out] = add_to_reference(ctx, delta, out, ctx.plan.infos[out].shape[1:])
 
 
 REDUCE_EXIT = Rule("reduce-exit", "reduce exit", "mutant", reduce_flops, emit_reduce_exit)

@@ -31,14 +31,15 @@ import onnx
 
 from ..emit.context import EmitContext
 from ..emit.probes import clone_on_probes, probe_inputs, reprobe
-from ..ops import attr, prod, transposed_window_1d, window_1d
-from ..plan import NodePlan, SeqState
+from ..ops import Window1D, attr, prod, transposed_window_1d, window_1d
+from ..plan import NodePlan, SeqState, TileWindow
 from ..sensing import circulant_matrix
 from .base import Decline, Rule, probe_flops
 from .common import shape_text
 
 if TYPE_CHECKING:
     from ..analyze import Analysis
+    from ..tile_geometry import TileGeometry
 
 FAMILY = "window"
 OPS = ("Conv", "ConvTranspose", "AveragePool", "MaxPool")
@@ -149,17 +150,104 @@ def window_flops(a: "Analysis", np_: NodePlan, per_sequence: int) -> tuple[int, 
 
 def emit_window(ctx: EmitContext, np_: NodePlan) -> None:
     """Structured: the original node on the probes (or its per-tap form); gaussian: mix,
-    convolve, decode."""
+    convolve, decode. Tiled plans: the node unpadded on each tile's extended window."""
     node = np_.node
-    if np_.sensing == "gaussian":
+    if ctx.tiling is not None:
+        _window_on_tiles(ctx, np_)
+    elif np_.sensing == "gaussian":
         _gaussian_conv(ctx, np_)
     elif np_.conv_impl == "taps":
-        ctx.probe[(node.output[0], np_.probes)] = _conv_as_taps(ctx, node, probe_inputs(ctx, np_)[0])
+        x, out = node.input[0], node.output[0]
+        l_in, l_out = ctx.seq(x).dims[-1], ctx.seq(out).dims[-1]
+        win = window_1d(node, l_in, l_out, int(ctx.plan.infos[node.input[1]].shape[2]))
+        ctx.probe[(out, np_.probes)] = _conv_as_taps(ctx, node, probe_inputs(ctx, np_)[0], l_in, l_out, win)
     else:
         clone_on_probes(ctx, np_)
 
 
-def _conv_as_taps(ctx: EmitContext, node, folded: str) -> str:
+#: Attributes that say how a window op pads; the tiled form pads explicitly and drops them.
+_PADDING_ATTRIBUTES = ("pads", "auto_pad", "ceil_mode")
+
+
+def _window_on_tiles(ctx: EmitContext, np_: NodePlan) -> None:
+    """The window op on each tile: its output window reads the tile's probes inside the input
+    window, the reference (the halo) outside it, and the op's padding value out of range.
+
+    Pools build that extended input and run unpadded. A Conv is linear, so it is split
+    instead: ``conv(E) = conv(probes, zero-padded) + conv(halo, no bias)``; the first needs no
+    copy of the probes (the Conv pads them itself), the second runs once per tile, not per
+    probe, and one broadcast Add joins them.
+    """
+    from ..emit.tiles import extend
+
+    node = np_.node
+    x, out = node.input[0], node.output[0]
+    full_in, full_out = ctx.plan.states[x], ctx.plan.states[out]
+    w = node_window(node, full_in.dims[-1], full_out.dims[-1], ctx.plan.infos[node.input[1]].shape
+                    if node.op_type == "Conv" else None)
+    width = ctx.seq(out).dims[-1]
+    first, last = extension(ctx.tiling.windows[x], ctx.tiling.windows[out], width, w)
+    if node.op_type == "Conv":
+        result = _conv_on_tiles(ctx, np_, w, first, last)
+    else:
+        pad = float(np.finfo(ctx.dtype).min) if node.op_type == "MaxPool" else 0.0
+        extended = extend(ctx, x, reprobe(ctx, x, np_.probes), np_.probes, first, last, pad)
+        result = ctx.b.op(node.op_type, [extended, *node.input[1:]], f"tile_{node.op_type.lower()}",
+                          **_unpadded_attributes(node))
+    ctx.probe[(out, np_.probes)] = result
+
+
+def _unpadded_attributes(node: onnx.NodeProto, pads: list[int] | None = None) -> dict:
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.name not in _PADDING_ATTRIBUTES}
+    if pads is not None and any(pads):
+        attrs["pads"] = pads
+    return attrs
+
+
+def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, last: int) -> str:
+    """``conv(probes padded with zeros) + conv(reference halo)`` over the output window."""
+    from ..emit.tiles import in_range, reference_window, three_level
+
+    b, node = ctx.b, np_.node
+    x, out = node.input[0], node.output[0]
+    p = np_.probes
+    st = ctx.seq(x)
+    w_in = st.dims[-1]
+    folded = reprobe(ctx, x, p)
+    edge = in_range(ctx, x, 0, w_in - 1)
+    if edge is not None:  # positions of the window outside the tensor read as zero padding
+        zeroed = b.op("Where", [edge, three_level(ctx, folded, x, p, st.dims), b.const(np.array(0.0), "zero")],
+                      "tile_zero")
+        folded = b.reshape(zeroed, [-1, *st.dims], "tile_zero")
+    lo, hi = max(first, 0), min(last, w_in - 1)
+    if lo > 0 or hi < w_in - 1:
+        folded = b.op("Slice", [folded, b.ints([lo]), b.ints([hi + 1]), b.ints([len(st.dims)])], "tile_crop")
+    before, after = max(-first, 0), max(last - (w_in - 1), 0)
+    out_width = ctx.seq(out).dims[-1]
+    rank4 = len(st.dims) == 3
+    if np_.conv_impl == "taps":
+        y = _conv_as_taps(ctx, node, folded, hi - lo + 1, out_width, Window1D(w.kernel, w.stride, w.dilation, before))
+    else:
+        pads = [0, before, 0, after] if rank4 else [before, after]
+        y = b.op("Conv", [folded, *node.input[1:]], "tile_conv", **_unpadded_attributes(node, pads))
+    outside = ~((np.arange(first, last + 1) >= 0) & (np.arange(first, last + 1) < w_in))
+    if not outside.any():
+        return y
+    # the halo: the reference where the extended input lies outside the probes' window
+    halo_dims = list(st.dims)
+    halo_dims[-1] = last - first + 1
+    ref = reference_window(ctx, x, first, last, 0.0)  # (N, c, 1, *halo dims), zero out of range
+    shape = [1] * (len(halo_dims) + 3)
+    shape[-1] = len(outside)
+    halo = b.op("Mul", [ref, b.const(outside.astype(np.float64).reshape(shape), "halo_mask")], "halo")
+    halo = b.reshape(halo, [-1, *halo_dims], "halo")  # (N*c, *dims)
+    y_ref = b.op("Conv", [halo, node.input[1]], "halo_conv", **_unpadded_attributes(node))
+    out_dims = ctx.seq(out).dims
+    joined = b.op("Add", [b.reshape(y, [-1, p, *out_dims], "tile_y"), b.unsqueeze(y_ref, [1], "halo_y")], "tile_conv")
+    return b.reshape(joined, [-1, *out_dims], "tile_conv")
+
+
+def _conv_as_taps(ctx: EmitContext, node, folded: str, l_in: int, l_out: int, win: Window1D) -> str:
     """1-D Conv (group 1) as ``Y = W_taps @ x_padded`` then ``out[o, j] = sum_t Y[o, t, j*s + t*d]``.
 
     The shifted sum uses the skew trick on taps stored in reverse order: ``k`` rows of length
@@ -167,12 +255,8 @@ def _conv_as_taps(ctx: EmitContext, node, folded: str) -> str:
     ``k-1-t``) moves right by ``(k-1-t)*d`` and one ReduceSum adds the taps.
     """
     b = ctx.b
-    x, out = node.input[0], node.output[0]
-    c_out, l_out = ctx.seq(out).dims
-    l_in = ctx.seq(x).dims[1]
-    w_shape = ctx.plan.infos[node.input[1]].shape
-    k = int(w_shape[2])
-    win = window_1d(node, l_in, l_out, k)
+    c_out = ctx.seq(node.output[0]).dims[0]
+    k = win.kernel
     d = win.dilation
     span = (l_out - 1) * win.stride + (k - 1) * d + 1  # padded length actually read
     pad_end = max(span - l_in - win.pad_begin, 0)
@@ -231,6 +315,55 @@ def _gaussian_conv(ctx: EmitContext, np_: NodePlan) -> None:
     ctx.probe[(out, p)] = ctx.fold(full, out)
 
 
-WINDOW = Rule("window", "probe window", "probe", window_flops, emit_window, widens=True)
+# ----------------------------------------------------------------------------- tiles
+
+
+def node_window(node: onnx.NodeProto, in_length: int, out_length: int, weight_shape) -> Window1D:
+    """The 1-D window of a Conv or pool along its last axis."""
+    kernel = list(weight_shape[2:]) if node.op_type in ("Conv", "ConvTranspose") else attr(node, "kernel_shape")
+    return window_1d(node, in_length, out_length, int(kernel[-1]))
+
+
+def tile_window(t: "TileGeometry", np_: NodePlan) -> Decline | None:
+    """Tiled form: the output window is the hull of output positions whose window meets the
+    input's reached positions; the op then runs unpadded on its input window extended to the
+    positions that hull reads (halo from the reference, padding values out of range)."""
+    node = np_.node
+    x, out = node.input[0], node.output[0]
+    if node.op_type == "ConvTranspose":
+        return decline("ConvTranspose has no tiled form yet")
+    if node.op_type == "AveragePool" and not attr(node, "count_include_pad", 0) and any(attr(node, "pads") or []):
+        return decline("a padded AveragePool that excludes the padding from its mean is not a plain window "
+                       "over padding values")
+    if np_.conv_impl == "taps" and attr(node, "group", 1) != 1:
+        return decline("grouped per-tap convs have no tiled form")
+    st, win = t.states[x], t.windows[x]
+    full_in, full_out = t.full(x), t.full(out)
+    w = node_window(node, full_in.dims[-1], full_out.dims[-1], t.analysis.shape(node.input[1])
+                    if node.op_type == "Conv" else None)
+    if win.shift % w.stride:
+        return decline(f"tiles move by {win.shift} positions at its input, not a multiple of its stride {w.stride} "
+                       "(choose a tile width that is a multiple of the model's total stride)")
+    reached = np.nonzero(st.support.widths)[0]
+    span = (w.kernel - 1) * w.dilation
+    first = win.start + int(reached[0]) + w.pad_begin - span
+    last = win.start + int(reached[-1]) + w.pad_begin
+    start = -(-first // w.stride)
+    width = last // w.stride - start + 1
+    support = st.support.through_window(width, w.stride, w.pad_begin + win.start - start * w.stride, w.dilation,
+                                        w.kernel)
+    t.record(out, support, TileWindow(start, win.shift // w.stride, full_out.dims[-1]))
+    return None
+
+
+def extension(t_in: TileWindow, t_out: TileWindow, out_width: int, w: Window1D) -> tuple[int, int]:
+    """Input-window range ``(first, last)`` (inclusive, relative to the input window) that the
+    unpadded op must read to produce the output window."""
+    first = t_out.start * w.stride - w.pad_begin - t_in.start
+    last = (t_out.start + out_width - 1) * w.stride - w.pad_begin + (w.kernel - 1) * w.dilation - t_in.start
+    return first, last
+
+
+WINDOW = Rule("window", "probe window", "probe", window_flops, emit_window, widens=True, tile=tile_window)
 RULES = (WINDOW,)
 CHECKS = {op: check_window for op in OPS}

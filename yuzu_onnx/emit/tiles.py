@@ -1,0 +1,294 @@
+"""Emitting a tiled plan: one ONNX ``Loop`` over chunks of tiles (see :mod:`yuzu_onnx.tiling`).
+
+Layout inside the Loop body. A chunk holds ``c = per_chunk`` tiles; a probe tensor of the chunk
+is ``(N * c * P, *window dims)`` with the batch ordered ``(sequence, tile, probe)``; its
+"three-level" view is ``(N, c, P, *window dims)``. Per-mutant tensors of the chunk are
+``(N * c * S*T, *dims)`` ordered ``(sequence, tile, local mutant)``, so the chunk's mutants are
+global mutants ``tile * S*T + local`` in order. Reference tensors (the original graph's, computed
+once outside the Loop) are read through windows gathered per tile.
+
+Positions of a window that lie outside the tensor (``< 0`` or ``>= L``) hold whatever the ops
+computed there; :func:`extend` replaces them by the padding value of the op about to read them,
+and the exits ignore them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import InternalError
+from .context import EmitContext
+
+
+# ----------------------------------------------------------------------------- chunk indices
+
+
+def tile_indices(ctx: EmitContext, iteration: str) -> str:
+    """``tau = iteration * per_chunk + (0..per_chunk-1)``: the chunk's global tile indices."""
+    b = ctx.b
+    ct = ctx.tiling.per_chunk
+    first = b.op("Mul", [iteration, b.const(np.array(ct, dtype=np.int64), "ct", dtype=np.int64)], "tile0")
+    return b.op("Add", [first, b.const(np.arange(ct, dtype=np.int64), "tiles", dtype=np.int64)], "tau")
+
+
+def positions(ctx: EmitContext, name: str, first: int, last: int) -> str:
+    """``(per_chunk, last - first + 1)`` int64 virtual positions of window positions
+    ``first..last`` (relative to the window) of the chunk's tiles in tensor ``name``."""
+    key = ("pos", name, first, last)
+    if key not in ctx.cache:
+        b = ctx.b
+        win = ctx.tiling.windows[name]
+        base = b.const((win.start + first + np.arange(last - first + 1, dtype=np.int64))[None, :], "pos_base",
+                       dtype=np.int64)
+        shift = b.op("Mul", [b.unsqueeze(ctx.tau, [1], "tau_col"),
+                             b.const(np.array(win.shift, dtype=np.int64), "shift", dtype=np.int64)], "tile_shift")
+        ctx.cache[key] = b.op("Add", [shift, base], "positions")
+    return ctx.cache[key]
+
+
+def _virtual_range(ctx: EmitContext, name: str, first: int, last: int) -> tuple[int, int]:
+    """Smallest and largest virtual position any tile (phantom tiles of the last chunk too) reads."""
+    win = ctx.tiling.windows[name]
+    tiles = ctx.tiling.chunks * ctx.tiling.per_chunk
+    return win.start + first, win.start + (tiles - 1) * win.shift + last
+
+
+def _seq_axis(ctx: EmitContext, name: str) -> int:
+    return ctx.plan.states[name].seq_axis
+
+
+def padded_reference(ctx: EmitContext, name: str, first: int, last: int, value: float) -> tuple[str, int]:
+    """The reference tensor padded with ``value`` along its sequence axis so that every virtual
+    position tiles read exists; returns it and the offset of position 0. Emitted outside the
+    Loop (once per call)."""
+    low, high = _virtual_range(ctx, name, first, last)
+    full = ctx.plan.states[name]
+    length = full.dims[full.seq_axis - 1]
+    before, after = max(0, -low), max(0, high - (length - 1))
+    key = ("ref_pad", name, value, before, after)
+    if key not in ctx.cache:
+        if not before and not after:
+            ctx.cache[key] = name
+        else:
+            b = ctx.b
+            rank = len(full.dims) + 1
+            pads = [0] * (2 * rank)
+            pads[full.seq_axis], pads[rank + full.seq_axis] = before, after
+            dtype = ctx.plan.infos[name].dtype or ctx.dtype
+            with b.into(ctx.outer_nodes):
+                ctx.cache[key] = b.op("Pad", [name, b.ints(pads), b.const(np.array(value), "pad_value", dtype=dtype)],
+                                      "ref_pad", mode="constant")
+    return ctx.cache[key], before
+
+
+def reference_window(ctx: EmitContext, name: str, first: int, last: int, value: float = 0.0) -> str:
+    """``(N, per_chunk, 1, *dims)`` reference values at window positions ``first..last`` of each
+    tile of the chunk (the sequence axis ``last - first + 1`` long); ``value`` out of range."""
+    key = ("ref_win", name, first, last, value)
+    if key not in ctx.cache:
+        b = ctx.b
+        padded, offset = padded_reference(ctx, name, first, last, value)
+        index = positions(ctx, name, first, last)
+        if offset:
+            index = b.op("Add", [index, b.const(np.array(offset, dtype=np.int64), "offset", dtype=np.int64)], "pos_pad")
+        axis = _seq_axis(ctx, name)
+        rank = len(ctx.plan.states[name].dims) + 2  # the gather adds the tile axis
+        gathered = b.op("Gather", [padded, index], "ref_g", axis=axis)  # (N, .., c, W, ..)
+        perm = [0, axis] + [ax for ax in range(1, rank) if ax != axis]
+        ctx.cache[key] = b.unsqueeze(b.transpose(gathered, perm, "ref_t"), [2], "ref_win")
+    return ctx.cache[key]
+
+
+def window_mask_shape(ctx: EmitContext, name: str, width: int) -> list[int]:
+    """Shape placing a ``(per_chunk, width)`` table on the tile and sequence axes of a
+    three-level ``(N, c, P, *dims)`` tensor."""
+    st = ctx.seq(name)
+    dims = [1] * len(st.dims)
+    dims[st.seq_axis - 1] = width
+    return [1, ctx.tiling.per_chunk, 1] + dims
+
+
+def in_range(ctx: EmitContext, name: str, first: int, last: int) -> str | None:
+    """Bool mask (three-level broadcast shape): window positions ``first..last`` inside the
+    tensor; ``None`` when every tile's are (no mask needed)."""
+    low, high = _virtual_range(ctx, name, first, last)
+    full = ctx.plan.states[name]
+    if low >= 0 and high < full.dims[full.seq_axis - 1]:
+        return None
+    key = ("in_range", name, first, last)
+    if key not in ctx.cache:
+        b = ctx.b
+        pos = positions(ctx, name, first, last)
+        length = b.const(np.array(full.dims[full.seq_axis - 1], dtype=np.int64), "length", dtype=np.int64)
+        inside = b.op("And", [b.op("GreaterOrEqual", [pos, b.const(np.array(0, dtype=np.int64), dtype=np.int64)],
+                                   "ge0"),
+                              b.op("Less", [pos, length], "lt_len")], "in_range")
+        ctx.cache[key] = b.reshape(inside, window_mask_shape(ctx, name, last - first + 1), "in_range")
+    return ctx.cache[key]
+
+
+def three_level(ctx: EmitContext, folded: str, name: str, probes: int, dims) -> str:
+    """``(N * c * P, *dims)`` -> ``(N, c, P, *dims)``."""
+    return ctx.b.reshape(folded, [-1, ctx.tiling.per_chunk, probes, *dims], "tiles3")
+
+
+def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, last: int,
+           value: float | None) -> str:
+    """The probe tensor of ``name`` over window positions ``first..last`` (relative to its
+    window; either end may lie outside it): the probes where the window has them, the
+    reference elsewhere, and, where ``value`` is given, ``value`` at out-of-range positions
+    (the padding of the op about to read them).
+
+    Returns ``(N * c * P, *dims)`` with the sequence axis ``last - first + 1`` long.
+    """
+    b = ctx.b
+    st = ctx.seq(name)
+    axis = st.seq_axis  # in the folded tensor (batch first)
+    width = st.dims[axis - 1]
+    dims = list(st.dims)
+    dims[axis - 1] = last - first + 1
+    out = folded
+    lo, hi = max(first, 0), min(last, width - 1)
+    if lo > 0 or hi < width - 1:
+        out = b.op("Slice", [out, b.ints([lo]), b.ints([hi + 1]), b.ints([axis])], "ext_crop")
+    before, after = max(-first, 0), max(last - (width - 1), 0)
+    if before or after:
+        rank = len(st.dims) + 1
+        pads = [0] * (2 * rank)
+        pads[axis], pads[rank + axis] = before, after
+        out = b.op("Pad", [out, b.ints(pads)], "ext_pad")
+    inside = (np.arange(first, last + 1) >= 0) & (np.arange(first, last + 1) < width)
+    mask = None if inside.all() else b.const(inside.reshape(window_mask_shape(ctx, name, len(inside))[3:]), "inside",
+                                             dtype=np.bool_)
+    if value is not None:
+        edge = in_range(ctx, name, first, last)
+        if edge is not None:
+            mask = edge if mask is None else b.op("And", [mask, edge], "ext_mask")
+    if mask is None:
+        return out
+    ref = reference_window(ctx, name, first, last, 0.0 if value is None else value)
+    chosen = b.op("Where", [mask, three_level(ctx, out, name, probes, dims), ref], "ext")
+    return b.reshape(chosen, [-1, *dims], "ext")
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def encode_tile_input(ctx: EmitContext) -> str:
+    """Probe form of the chunk's input windows: probe ``s`` holds, at every position of the
+    tile, that position's ``s``-th substitution (all ``T`` positions are mutated; the last
+    tile's positions past the region are computed and dropped)."""
+    from .probes import substituted  # the whole-sequence encoder shares the substitution math
+
+    plan, b = ctx.plan, ctx.b
+    seq = plan.seq
+    width = ctx.tiling.width
+    dims = ctx.seq(seq.name).dims
+    window = reference_window(ctx, seq.name, 0, width - 1)  # (N, c, 1, *dims)
+    x = b.reshape(window, [-1, *dims], "x_tiles")  # (N*c, *dims)
+    mutated = substituted(ctx, x)  # (N*c, S, *dims), or the constant (S, ..) for all substitutions
+    batch = b.op("Slice", [b.op("Shape", [x], "x_shape"), b.ints([0]), b.ints([1])], "batch")
+    shape = b.op("Concat", [batch, b.ints([plan.subs, *dims])], "probe_shape", axis=0)
+    full = b.op("Expand", [mutated, shape], "tile_probes")
+    return b.reshape(full, [-1, *dims], "tile_probes")
+
+
+# ----------------------------------------------------------------------------- materialize
+
+
+def materialize_tiled(ctx: EmitContext, name: str) -> str:
+    """``(N * c * S*T, *dims)``: the whole tensor for every mutant of the chunk's tiles: its
+    probe's values where the mutant reaches (inside the tile's window), the reference elsewhere."""
+    b, plan = ctx.b, ctx.plan
+    st, full = ctx.seq(name), plan.states[name]
+    win = ctx.tiling.windows[name]
+    p, ct = st.probes, ctx.tiling.per_chunk
+    mutants = plan.subs * ctx.tiling.width
+    axis = st.seq_axis
+    width, length = st.dims[axis - 1], full.dims[axis - 1]
+    from .probes import reprobe
+    z = ctx.unfold(reprobe(ctx, name, p), name, p)  # (N*c, P, *wdims)
+    local = np.arange(mutants)
+    per_mutant = b.gather(z, local % p, axis=1, hint="mat_g")  # (N*c, S*T, *wdims)
+    first = st.support.first_mutant(plan.subs)
+    stop = first + st.support.widths * plan.subs
+    shape = [mutants] + [1] * len(st.dims)
+    shape[axis] = width
+    reach = (local[:, None] >= first[None, :]) & (local[:, None] < stop[None, :])  # (S*T, W)
+    per_mutant = b.op("Where", [b.const(reach.reshape(shape), "mat_reach", dtype=np.bool_), per_mutant,
+                                ctx.ref_broadcast(name)], "mat_win")
+    # Place each tile's window at its own offset: merge (tile, window position) into one axis
+    # and gather it with a (c, L) table, so no tile reads another's offsets.
+    before, after = list(st.dims[:axis - 1]), list(st.dims[axis:])
+    split = b.reshape(per_mutant, [-1, ct, mutants, *st.dims], "mat_split")  # (N, c, S*T, .., W, ..)
+    rank = len(st.dims) + 3
+    seq_ax = axis + 2
+    perm = [0, 2] + list(range(3, seq_ax)) + [1, seq_ax] + list(range(seq_ax + 1, rank))
+    moved = b.transpose(split, perm, "mat_t")  # (N, S*T, .., c, W, ..)
+    merged = b.reshape(moved, [0, mutants, *before, ct * width, *after], "mat_merge")
+    offset = b.op("Add", [b.op("Mul", [b.unsqueeze(ctx.tau, [1], "tau_col"),
+                                       b.const(np.array(win.shift, dtype=np.int64), dtype=np.int64)], "mat_shift"),
+                          b.const(np.array(win.start, dtype=np.int64), dtype=np.int64)], "mat_start")  # (c, 1)
+    rel = b.op("Sub", [b.const(np.arange(length, dtype=np.int64)[None, :], "mat_pos", dtype=np.int64), offset],
+               "mat_rel")  # (c, L): window position of each position
+    inside = b.op("And", [b.op("GreaterOrEqual", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64)], "m_ge"),
+                          b.op("Less", [rel, b.const(np.array(width, dtype=np.int64), dtype=np.int64)], "m_lt")],
+                  "mat_inside")
+    clipped = b.op("Clip", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
+                            b.const(np.array(width - 1, dtype=np.int64), dtype=np.int64)], "mat_clip")
+    index = b.op("Add", [clipped, b.const((np.arange(ct, dtype=np.int64) * width)[:, None], dtype=np.int64)],
+                 "mat_index")
+    placed = b.op("Gather", [merged, index], "mat_place", axis=axis + 1)  # (N, S*T, .., c, L, ..)
+    mask_shape = [1, 1] + [1] * len(before) + [ct, length] + [1] * len(after)
+    ref = b.unsqueeze(name, [1, axis + 1], "mat_ref")  # (N, 1, .., 1, L, ..)
+    whole = b.op("Where", [b.reshape(inside, mask_shape, "mat_inside"), placed, ref], "mat_whole")
+    back = [0, 2 + len(before), 1] + list(range(2, 2 + len(before))) + list(range(3 + len(before), rank))
+    ordered = b.transpose(whole, back, "mat_order")  # (N, c, S*T, *dims)
+    return b.reshape(ordered, [-1, *full.dims], "mat")
+
+
+# ----------------------------------------------------------------------------- the Loop
+
+
+def emit_loop(ctx: EmitContext, emit_nodes, outputs: list[tuple[str, list[int]]]) -> None:
+    """Emit the Loop over chunks: its body encodes the chunk's input probes, runs
+    ``emit_nodes()`` (every rule's emitter) and returns each sequence-dependent output for the
+    chunk's mutants; after it, ``ctx.mut[output]`` holds ``(N * M, *out)`` for the whole region.
+    """
+    b, plan, tiling = ctx.b, ctx.plan, ctx.tiling
+    per_chunk_mutants = tiling.per_chunk * plan.subs * tiling.width
+    iteration, cond_in = b.fresh("iter"), b.fresh("cond_in")
+    body: list[onnx.NodeProto] = []
+    scans: list[tuple[str, str, list[int]]] = []
+    with b.into(body):
+        ctx.tau = tile_indices(ctx, iteration)
+        from .probes import encode_input
+        ctx.probe[(plan.seq.name, plan.subs)] = encode_input(ctx)
+        emit_nodes()
+        from .materialize import materialize
+        for out, dims in outputs:
+            per_mutant = ctx.mut[out] if out in ctx.mut else materialize(ctx, out)
+            scans.append((out, b.reshape(per_mutant, [-1, per_chunk_mutants, *dims], "scan"), dims))
+        cond_out = b.op("Identity", [cond_in], "cond_out")
+    elem = {out: helper.np_dtype_to_tensor_dtype(plan.infos[out].dtype or ctx.dtype) for out, _ in outputs}
+    graph = helper.make_graph(
+        body, "tiles", [helper.make_tensor_value_info(iteration, onnx.TensorProto.INT64, []),
+                        helper.make_tensor_value_info(cond_in, onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(cond_out, onnx.TensorProto.BOOL, [])]
+        + [helper.make_tensor_value_info(scan, elem[out], None) for out, scan, _ in scans])
+    b.nodes.extend(ctx.outer_nodes)
+    ctx.outer_nodes = []
+    trips = b.const(np.array(tiling.chunks, dtype=np.int64), "chunks", dtype=np.int64)
+    results = [b.fresh("chunks_out") for _ in scans]
+    if not results:
+        raise InternalError("a tiled plan without sequence-dependent outputs")
+    b.op("Loop", [trips, ""], outputs=results, body=graph)
+    ctx.mut = {}
+    ctx.probe = {}
+    for (out, _, dims), stacked in zip(scans, results):
+        moved = b.transpose(stacked, [1, 0, 2] + list(range(3, 3 + len(dims))), "chunks_t")  # (N, chunks, c*S*T, ..)
+        flat = b.reshape(moved, [0, -1, *dims], "chunks_flat")
+        region = b.op("Slice", [flat, b.ints([0]), b.ints([plan.mutants]), b.ints([1])], "region_mutants")
+        ctx.mut[out] = b.reshape(region, [-1, *dims], "mut_out")

@@ -1,0 +1,103 @@
+"""Tiled plans: each tile of the mutated region computed only where its mutants reach.
+
+The whole-sequence probe form (``plan.states``) runs every probe over every position, so a
+layer costs ``P x L_t`` position-evaluations although the mutants of a sub-region, or of one
+stretch of it, reach only part of the sequence. A tiled plan splits the region into tiles of
+``T`` mutated positions. For tile ``tau`` and each sequence-dependent tensor it keeps only a
+*window*: the positions some mutant of the tile can change, ``start + tau * shift + (0..W-1)``
+(:class:`~yuzu_onnx.plan.TileWindow`). Everything outside the window equals the reference
+activations of one normal pass, so an op that reads across positions (a Conv) reads the
+window from the tile's probes and its halo from the reference, and the op runs without
+padding on that extended input. Positions of a window that fall outside the tensor
+(``< 0`` or ``>= L_t``) are *out of range*: before such an op reads them they are replaced by
+the value the op's padding would give, so edge tiles need no special case.
+
+Windows are *uniform*: every tile's window has the same width and the same layout relative to
+its mutants, so every probe table (reprobing, exits) is one small constant shared by all
+tiles, and ``K``, the most mutants of one tile reaching one position, is at most ``S x T``.
+The work of a layer becomes ``tiles x P_tile x W_t``, which approaches the windowed floor
+``S x sum_j width_j`` as the tiles get small against the receptive field. Tiles run in chunks
+(an ONNX ``Loop``), so the working set is one chunk's, a choice instead of ``P x C x L``.
+
+This module computes the geometry (windows, tile-local supports, ``K`` and ``P`` per tensor)
+by interval arithmetic at conversion time; each rule family says how its ops move windows
+(``Rule.tile``). A graph whose ops cannot keep uniform windows (a Concat along the length, a
+ConvTranspose, a per-position constant, gaussian sensing) is not tiled and keeps the
+whole-sequence form; :func:`plan_tiling` says why.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from .ops import attr
+from .plan import Tiling, TileWindow
+from .rules.base import Decline
+from .support import Support
+from .tile_geometry import TileGeometry
+
+if TYPE_CHECKING:
+    from .analyze import Analysis
+
+
+
+def tile_quantum(analysis: "Analysis") -> int:
+    """The smallest tile width that keeps windows uniform: the least common multiple of the
+    strides accumulated along every path from the input (a tile must move whole output steps
+    at every strided op)."""
+    plan = analysis.plan
+    cumulative = {plan.seq.name: 1}
+    quantum = 1
+    for np_ in plan.nodes:
+        node = np_.node
+        ins = [cumulative[n] for n in node.input if n in cumulative]
+        if not ins or not np_.spec.probe_form:
+            continue
+        stride = math.lcm(*ins)
+        if np_.rule == "window":
+            stride *= int((attr(node, "strides") or [1])[-1])
+        for out in node.output:
+            if out:
+                cumulative[out] = stride
+        quantum = math.lcm(quantum, stride)
+    return quantum
+
+
+def plan_tiling(analysis: "Analysis", width: int, per_chunk: int = 1) -> Tiling | Decline:
+    """Tile geometry and probe counts for tiles of ``width`` mutated positions.
+
+    Parameters
+    ----------
+    analysis : Analysis
+        A finished whole-sequence analysis (rules chosen, supports known).
+    width : int
+        ``T``. Tiles cover ``start + tau*T .. start + tau*T + T - 1``; the last may run past
+        the region's end.
+    per_chunk : int
+        Tiles per Loop iteration.
+
+    Returns
+    -------
+    Tiling or Decline
+        ``Decline`` names the node (and why) when the graph cannot be tiled.
+    """
+    plan = analysis.plan
+    if plan.sensing != "spike":
+        return Decline("tiling", "gaussian sensing decodes over whole positions (tiles use structured probes)")
+    geometry = TileGeometry(analysis, width)
+    seq = plan.seq
+    geometry.record(seq.name, Support.for_input(width, 0, width), TileWindow(plan.start, width, seq.length))
+    for np_ in plan.nodes:
+        if not np_.spec.probe_form:
+            continue
+        if np_.spec.tile is None:
+            return Decline("tiling", f"{np_.node.op_type} node {np_.node.name or np_.node.output[0]!r}: its rule "
+                                     f"{np_.rule!r} has no tiled form")
+        declined = np_.spec.tile(geometry, np_)
+        if declined is not None:
+            return Decline("tiling", f"{np_.node.op_type} node {np_.node.name or np_.node.output[0]!r}: "
+                                     f"{declined.reason}")
+    probes = analysis.assign_probes(geometry.states)
+    tiles = math.ceil(plan.region / width)
+    return Tiling(width, tiles, max(1, min(per_chunk, tiles)), geometry.states, geometry.windows, probes)
