@@ -15,6 +15,8 @@ import pytest
 
 from yuzu_onnx import convert, naive_ism
 
+from builders import random_one_hot  # noqa: F401  (re-exported: tests import it from conftest too)
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "models" / "onnx"
 MANIFEST: list[dict] = json.loads((MODELS_DIR / "manifest.json").read_text())
@@ -71,12 +73,6 @@ def regions(length: int) -> dict[str, tuple[int, int]]:
 def stable_seed(*parts) -> int:
     """A seed that does not depend on PYTHONHASHSEED."""
     return zlib.crc32("|".join(map(str, parts)).encode())
-
-
-def random_one_hot(n: int, length: int, seed: int, alphabet: int = A) -> np.ndarray:
-    """Random one-hot sequences, ``(n, alphabet, length)`` float32 (NCL)."""
-    idx = np.random.default_rng(seed).integers(0, alphabet, size=(n, length))
-    return np.eye(alphabet, dtype=np.float32)[idx].transpose(0, 2, 1).copy()
 
 
 def with_n_and_soft(X: np.ndarray, start: int, end: int) -> np.ndarray:

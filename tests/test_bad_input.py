@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from yuzu_onnx import ISMSession, convert, naive_ism, run_ism
 from yuzu_onnx.analyze import ConversionWarning
@@ -20,45 +20,13 @@ from yuzu_onnx.cli import main
 from yuzu_onnx.errors import InputValidationError, ModelLoadError, UnsupportedModelError
 from yuzu_onnx.opset import MIN_OPSET, max_opset, onnxruntime_max_opset
 
-from conftest import assert_ism_close, random_one_hot
+from builders import conv_pair, conv_relu_conv, dense_head, onnx_model, random_one_hot, weight
+from conftest import assert_ism_close
 
 L = 21
 
 
-# ----------------------------------------------------------------------------- model builders
-
-
-def _model(nodes, inits: dict, x_shape, *, opset: int = 17, x_type=TensorProto.FLOAT,
-           outputs=("y",), ir_version: int = 8) -> onnx.ModelProto:
-    """A graph with input ``x`` and the given outputs, shapes inferred (outputs included)."""
-    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", x_type, x_shape)],
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
-    return onnx.shape_inference.infer_shapes(model)
-
-
-def _weights(seed: int = 0, c1: int = 6, c2: int = 3, k1: int = 5, k2: int = 3) -> dict:
-    rng = np.random.default_rng(seed)
-    return {
-        "w1": (rng.standard_normal((c1, 4, k1)) / np.sqrt(4 * k1)).astype(np.float32),
-        "b1": rng.standard_normal(c1).astype(np.float32) * 0.1,
-        "w2": (rng.standard_normal((c2, c1, k2)) / np.sqrt(c1 * k2)).astype(np.float32),
-        "b2": rng.standard_normal(c2).astype(np.float32) * 0.1,
-    }
-
-
-def conv_relu_conv(length=L, *, x_shape=None, src: str = "x", pre=(), opset: int = 17, k1: int = 5,
-                   pads1=(2, 2), x_type=TensorProto.FLOAT, seed: int = 0, **conv1) -> onnx.ModelProto:
-    """x -> [pre nodes] -> Conv(k1) -> Relu -> Conv(k=3, pads 1) -> y."""
-    inits = _weights(seed, k1=k1)
-    attrs = dict(conv1) if conv1 else dict(pads=list(pads1))
-    nodes = list(pre) + [
-        helper.make_node("Conv", [src, "w1", "b1"], ["c1"], name="conv1", **attrs),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["y"], name="conv2", pads=[1, 1]),
-    ]
-    return _model(nodes, inits, x_shape or ["N", 4, length], opset=opset, x_type=x_type)
+# ----------------------------------------------------------------------------- checks
 
 
 def _check_exact(model: onnx.ModelProto, converted: onnx.ModelProto, X: np.ndarray, start: int = 0,
@@ -78,7 +46,7 @@ def _check_exact(model: onnx.ModelProto, converted: onnx.ModelProto, X: np.ndarr
 @pytest.fixture
 def small_model_file(tmp_path):
     path = tmp_path / "small.onnx"
-    onnx.save(conv_relu_conv(), str(path))
+    onnx.save(conv_relu_conv(L), str(path))
     return path
 
 
@@ -113,15 +81,14 @@ def test_cli_truncated_file_one_line_error(small_model_file, capsys):
 
 def _dense_model() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
-    return _model([helper.make_node("Gemm", ["x", "w", "b"], ["y"])],
-                  {"w": rng.standard_normal((10, 2)).astype(np.float32), "b": np.zeros(2, np.float32)},
-                  ["N", 10])
+    return onnx_model([helper.make_node("Gemm", ["x", "w", "b"], ["y"])],
+                 {"w": weight(rng, (10, 2), 1.0), "b": np.zeros(2, np.float32)}, ["N", 10], infer_shapes=True)
 
 
 def _conv2d_model() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
-    return _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
-                  {"w": rng.standard_normal((2, 3, 3, 3)).astype(np.float32)}, ["N", 3, 5, 7])
+    return onnx_model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                 {"w": weight(rng, (2, 3, 3, 3), 1.0)}, ["N", 3, 5, 7], infer_shapes=True)
 
 
 @pytest.mark.parametrize("build, shape", [(_dense_model, "('N', 10)"), (_conv2d_model, "('N', 3, 5, 7)")],
@@ -158,16 +125,13 @@ def symbolic_length_model(length_dim="L") -> onnx.ModelProto:
     """Exported with a dynamic length: conv -> relu -> conv, flattened as ``view(-1,
     prod(shape[1:]))`` (Shape -> Slice -> ReduceProd -> Concat -> Reshape, which folds to a
     constant only once the length is known), then a dense head sized for L = 37."""
-    inits = _weights(3)
+    nodes, inits = conv_pair("x", "c2", rng=3)
     rng = np.random.default_rng(4)
     inits.update({
         "one": np.array([1], np.int64), "big": np.array([8], np.int64), "minus1": np.array([-1], np.int64),
-        "wd": (rng.standard_normal((3 * L_SYM, 2)) / np.sqrt(3 * L_SYM)).astype(np.float32),
+        "wd": weight(rng, (3 * L_SYM, 2), 1 / np.sqrt(3 * L_SYM)),
     })
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1]),
+    nodes += [
         helper.make_node("Shape", ["c2"], ["shape"]),
         helper.make_node("Slice", ["shape", "one", "big"], ["per_seq"]),
         helper.make_node("ReduceProd", ["per_seq"], ["features"], keepdims=1),
@@ -175,7 +139,7 @@ def symbolic_length_model(length_dim="L") -> onnx.ModelProto:
         helper.make_node("Reshape", ["c2", "target"], ["flat"]),
         helper.make_node("MatMul", ["flat", "wd"], ["y"]),
     ]
-    return _model(nodes, inits, ["N", 4, length_dim])
+    return onnx_model(nodes, inits, ["N", 4, length_dim], infer_shapes=True)
 
 
 def test_symbolic_length_needs_length():
@@ -240,16 +204,12 @@ def test_cli_length_option(tmp_path, capsys):
 def old_opset_model(opset: int) -> onnx.ModelProto:
     """Conv -> Relu -> MaxPool -> Conv -> ReduceMean(axes attribute) -> Softmax(axis=1, the
     pre-13 2-D coercion), all written in their opset-``opset`` form."""
-    inits = _weights(5)
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2], strides=[2]),
-        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1]),
+    nodes, inits = conv_pair("x", "c2", rng=5, mid=["Relu", ("MaxPool", dict(kernel_shape=[2], strides=[2]))])
+    nodes += [
         helper.make_node("ReduceMean", ["c2"], ["m"], axes=[2], keepdims=0),
         helper.make_node("Softmax", ["m"], ["y"], axis=1),
     ]
-    return _model(nodes, inits, ["N", 4, L], opset=opset, ir_version=4)
+    return onnx_model(nodes, inits, ["N", 4, L], opset=opset, ir_version=4, infer_shapes=True)
 
 
 @pytest.mark.parametrize("opset", [9, 10, 11, 12])
@@ -264,10 +224,13 @@ def test_old_opset_is_upgraded_and_exact(opset):
 def test_opset_range_matches_this_installation():
     assert MIN_OPSET == 13
     assert max_opset() == min(onnx.defs.onnx_opset_version(), onnxruntime_max_opset())
-    # onnxruntime really loads the newest opset we accept, and not the next one
-    for version, loads in [(max_opset(), True), (onnxruntime_max_opset() + 1, False)]:
-        model = conv_relu_conv(opset=version)
-        model.ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", version)])
+    # onnxruntime really loads the newest opset we accept and the newest it reports, and not the
+    # next one (which this onnx may not know: every model gets an IR version onnxruntime takes)
+    ir_version = helper.find_min_ir_version_for([helper.make_opsetid("", max_opset())])
+    newest = onnxruntime_max_opset()
+    for version, loads in [(max_opset(), True), (newest, True), (newest + 1, False)]:
+        model = conv_relu_conv(L, opset=version)
+        model.ir_version = ir_version
         try:
             ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
             loaded = True
@@ -279,7 +242,7 @@ def test_opset_range_matches_this_installation():
 @pytest.mark.parametrize("over", [1, "onnx"], ids=["past_onnxruntime", "past_onnx"])
 def test_too_new_opset_is_refused(over):
     opset = onnx.defs.onnx_opset_version() + 1 if over == "onnx" else max_opset() + 1
-    model = conv_relu_conv(opset=opset)
+    model = conv_relu_conv(L, opset=opset)
     with pytest.raises(UnsupportedModelError) as info:
         convert(model)
     message = str(info.value)
@@ -289,11 +252,10 @@ def test_too_new_opset_is_refused(over):
 
 def test_old_opset_the_converter_cannot_upgrade_is_refused():
     # BatchNormalization with spatial=0 (opset <= 8) has no opset-9+ equivalent
-    inits = _weights(6)
+    (conv1, *_), inits = conv_pair(rng=6)
     inits.update({k: np.ones(6, np.float32) for k in ("s", "b", "m", "v")})
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2]),
-             helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["y"], spatial=0)]
-    model = _model(nodes, inits, ["N", 4, L], opset=8, ir_version=4)
+    nodes = [conv1, helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["y"], spatial=0)]
+    model = onnx_model(nodes, inits, ["N", 4, L], opset=8, ir_version=4, infer_shapes=True)
     with pytest.raises(UnsupportedModelError) as info:
         convert(model)
     message = str(info.value)
@@ -308,9 +270,8 @@ def non_finite_model(where: str, value: float) -> onnx.ModelProto:
     """conv -> relu -> conv with two heads: ``yc`` (the conv output, per position) and ``yh``
     (a dense layer, or a global average pool for ``b1_pool``). ``where`` picks the weight set
     to ``value``."""
-    inits = _weights(7)
-    rng = np.random.default_rng(8)
-    wd = (rng.standard_normal((3 * L, 2)) / np.sqrt(3 * L)).astype(np.float32)
+    nodes, inits = conv_pair("x", "yc", rng=7)
+    head, dense = dense_head("yc", "yh", 3 * L, 2, np.random.default_rng(8))
     if where == "w1":
         inits["w1"][2, 1, 3] = value  # one tap of one filter: that channel is non-finite
     elif where == "w2":
@@ -319,17 +280,13 @@ def non_finite_model(where: str, value: float) -> onnx.ModelProto:
         inits["b1"][0] = value  # relu(+inf) = +inf everywhere in channel 0
         inits["w2"] = np.abs(inits["w2"])  # keep it +inf (no inf - inf) through conv2
     elif where == "wd":
-        wd[5, 1] = value
-    inits.update({"wd": wd, "shape": np.array([0, -1], np.int64)})
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2", "b2"], ["yc"], pads=[1, 1])]
+        dense["wd"][5, 1] = value
     if where == "b1_pool":
         nodes.append(helper.make_node("GlobalAveragePool", ["yc"], ["yh"]))
     else:
-        nodes += [helper.make_node("Reshape", ["yc", "shape"], ["flat"]),
-                  helper.make_node("MatMul", ["flat", "wd"], ["yh"], name="dense")]
-    return _model(nodes, inits, ["N", 4, L], outputs=("yc", "yh"))
+        nodes += head
+        inits.update(dense)
+    return onnx_model(nodes, inits, ["N", 4, L], outputs=("yc", "yh"), infer_shapes=True)
 
 
 def assert_same_with_non_finite(got: np.ndarray, ref: np.ndarray, label: str) -> None:
@@ -378,7 +335,7 @@ _CONVERTED: dict[str, onnx.ModelProto] = {}
 def _converted(subs: str) -> onnx.ModelProto:
     """``conv_relu_conv()`` converted for the region 4..14 (cached; do not modify)."""
     if subs not in _CONVERTED:
-        _CONVERTED[subs] = convert(conv_relu_conv(), substitutions=subs, start=4, end=15)
+        _CONVERTED[subs] = convert(conv_relu_conv(L), substitutions=subs, start=4, end=15)
     return _CONVERTED[subs]
 
 
@@ -405,7 +362,7 @@ def test_non_finite_input_refused_in_nlc_layout():
     model = conv_relu_conv(
         x_shape=["N", L, 4], src="xt", pre=[helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1])])
     session = ISMSession(convert(model, substitutions="all"), providers=["CPUExecutionProvider"])
-    X = np.ascontiguousarray(random_one_hot(2, L, seed=32).transpose(0, 2, 1))
+    X = random_one_hot(2, L, seed=32, layout="NLC")
     X[1, 13, 2] = np.nan
     with pytest.raises(InputValidationError, match="sequence 1, position 13 holds a non-finite value"):
         session.run(X)
@@ -415,15 +372,9 @@ def test_non_finite_input_refused_in_nlc_layout():
 
 
 def test_empty_batch_gives_empty_results():
-    inits = _weights(9)
-    rng = np.random.default_rng(10)
-    inits.update({"wd": rng.standard_normal((3 * L, 2)).astype(np.float32), "shape": np.array([0, -1], np.int64)})
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2", "b2"], ["yc"], pads=[1, 1]),
-             helper.make_node("Reshape", ["yc", "shape"], ["flat"]),
-             helper.make_node("MatMul", ["flat", "wd"], ["yh"])]
-    model = _model(nodes, inits, ["N", 4, L], outputs=("yc", "yh"))
+    nodes, inits = conv_pair("x", "yc", rng=9)
+    head, dense = dense_head("yc", "yh", 3 * L, 2, np.random.default_rng(10), scale=1.0)
+    model = onnx_model(nodes + head, {**inits, **dense}, ["N", 4, L], outputs=("yc", "yh"), infer_shapes=True)
     for subs in ("alt", "all"):
         session = ISMSession(convert(model, substitutions=subs, start=5, end=12), providers=["CPUExecutionProvider"])
         empty = session.run(np.zeros((0, 4, L), np.float32))
@@ -478,10 +429,9 @@ def test_sequence_as_long_as_the_kernel_is_exact():
 
 
 def test_pool_wider_than_sequence_is_refused():
-    inits = _weights(11)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2]),
-             helper.make_node("MaxPool", ["c1"], ["y"], name="pool", kernel_shape=[12])]
-    model = _model(nodes, inits, ["N", 4, 9])
+    (conv1, *_), inits = conv_pair(rng=11)
+    nodes = [conv1, helper.make_node("MaxPool", ["c1"], ["y"], name="pool", kernel_shape=[12])]
+    model = onnx_model(nodes, inits, ["N", 4, 9], infer_shapes=True)
     with pytest.raises(UnsupportedModelError, match=r"MaxPool node 'pool' \(kernel_shape=\[12\]\) "
                                                     r"gives 'y' the shape \(N, 6, -2\) from 'c1' of shape \(N, 6, 9\)"):
         convert(model)
@@ -509,7 +459,7 @@ def integer_model(x_type, layout: str = "NCL") -> onnx.ModelProto:
         pre.append(helper.make_node("Transpose", ["xf"], ["xt"], perm=[0, 2, 1]))
         src = "xt"
     shape = ["N", 4, L] if layout == "NCL" else ["N", L, 4]
-    return conv_relu_conv(x_shape=shape, src=src, pre=pre, x_type=x_type, seed=12)
+    return conv_relu_conv(x_shape=shape, src=src, pre=pre, dtype=x_type, seed=12)
 
 
 def float_front(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -549,7 +499,7 @@ def test_integer_input_converts_exactly(x_type, np_type, subs):
 def test_integer_input_nlc_layout():
     model = integer_model(TensorProto.UINT8, "NLC")
     converted = convert(model)
-    X = np.ascontiguousarray(random_one_hot(2, L, seed=52).transpose(0, 2, 1)).astype(np.uint8)
+    X = random_one_hot(2, L, seed=52, layout="NLC", dtype=np.uint8)
     (y0, y_hat), = run_ism(converted, X)
     (r0, r_hat), = naive_ism(float_front(model), X.astype(np.float32), layout="NLC")
     assert_ism_close(y_hat, r_hat, r0)
@@ -572,8 +522,8 @@ def test_integer_input_refuses_values_it_cannot_hold():
 
 
 def test_bool_input_is_refused():
-    model = conv_relu_conv(pre=[helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT)], src="xf",
-                           x_type=TensorProto.BOOL)
+    model = conv_relu_conv(L, pre=[helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT)], src="xf",
+                           dtype=TensorProto.BOOL)
     with pytest.raises(UnsupportedModelError, match="input 'x' has dtype bool; sequence inputs must be float or "
                                                     "int8, uint8, int32 or int64"):
         convert(model)

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 
+from builders import random_one_hot
 from conftest import (
     A,
     BATCH,
@@ -30,7 +31,6 @@ from conftest import (
     manifest_params,
     model_path,
     original_outputs,
-    random_one_hot,
     regions,
     stable_seed,
 )

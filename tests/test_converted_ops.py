@@ -14,8 +14,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
+from builders import conv, onnx_model, weight
 from conftest import A, MANIFEST, assert_ism_close, cached_convert, manifest_params, model_path, regions
 from yuzu_onnx import convert, plan_conversion, run_ism
 from yuzu_onnx.kernels import missing_cuda_kernels
@@ -119,20 +120,10 @@ def test_reference_models_need_no_fallback(entry):
 def test_y_batch_dim_is_dynamic_minimal():
     """Regression (see above), minimal case: x[1,4,8] -> Conv -> Reshape([1, 16]) -> Gemm -> y[1, 2]."""
     rng = np.random.default_rng(0)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3], pads=[1, 1]),
-         helper.make_node("Reshape", ["c", "shape"], ["f"]),
-         helper.make_node("Gemm", ["f", "wd"], ["y"])],
-        "batch1",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, A, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
-        initializer=[numpy_helper.from_array(rng.normal(size=(2, A, 3)).astype(np.float32), "w"),
-                     numpy_helper.from_array(np.array([1, 16], dtype=np.int64), "shape"),
-                     numpy_helper.from_array(rng.normal(size=(16, 2)).astype(np.float32), "wd")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    converted = convert(model)
+    node, inits = conv("conv", "x", "c", (2, A, 3), rng, scale=1.0, bias=None, kernel_shape=[3], pads=[1, 1])
+    nodes = [node, helper.make_node("Reshape", ["c", "shape"], ["f"]), helper.make_node("Gemm", ["f", "wd"], ["y"])]
+    inits.update({"shape": np.array([1, 16], dtype=np.int64), "wd": weight(rng, (16, 2), 1.0)})
+    converted = convert(onnx_model(nodes, inits, [1, A, 8], {"y": [1, 2]}))
     dims = {o.name: _dims(o) for o in list(converted.graph.input) + list(converted.graph.output)}
     assert dims["x"][0] == "N" or isinstance(dims["x"][0], str), dims
     assert dims["y"][0] == dims["x"][0], dims  # fails: y is declared [1, 2], x is [N, 4, 8]

@@ -13,9 +13,10 @@ import warnings
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
-from conftest import A, BATCH, assert_ism_close, assert_y0_close, original_outputs, random_one_hot
+from builders import onnx_model, random_one_hot, weight
+from conftest import A, BATCH, assert_ism_close, assert_y0_close, original_outputs
 from yuzu_onnx import ConversionWarning, InputValidationError, convert, naive_ism, run_ism
 
 L = 24  # sequence length
@@ -26,21 +27,8 @@ K2 = 3
 D = 5  # dense outputs
 
 
-def _init(rng: np.random.Generator, name: str, shape, scale: float = 0.5) -> onnx.TensorProto:
-    return numpy_helper.from_array((rng.normal(size=shape) * scale).astype(np.float32), name)
-
-
-def _model(name: str, nodes, out_shape, inits, batch="N") -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, name,
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, A, L])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch] + list(out_shape))],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 10
-    onnx.checker.check_model(model, full_check=True)
-    return model
+def _model(name: str, nodes, out_shape, inits: dict, batch="N") -> onnx.ModelProto:
+    return onnx_model(nodes, inits, [batch, A, L], {"y": [batch, *out_shape]}, name=name, check=True)
 
 
 def cumsum_model() -> onnx.ModelProto:
@@ -52,8 +40,8 @@ def cumsum_model() -> onnx.ModelProto:
         helper.make_node("Conv", ["cs", "w2", "b2"], ["c2"], pads=[1, 1], kernel_shape=[K2], name="conv2"),
         helper.make_node("Relu", ["c2"], ["y"], name="relu"),
     ]
-    inits = [_init(rng, "w1", (C1, A, K1)), _init(rng, "b1", (C1,)), _init(rng, "w2", (C2, C1, K2), 0.2),
-             _init(rng, "b2", (C2,)), numpy_helper.from_array(np.array(2, dtype=np.int64), "axis")]
+    inits = {"w1": weight(rng, (C1, A, K1), 0.5), "b1": weight(rng, C1, 0.5), "w2": weight(rng, (C2, C1, K2), 0.2),
+             "b2": weight(rng, C2, 0.5), "axis": np.array(2, dtype=np.int64)}
     return _model("cumsum", nodes, [C2, L], inits)
 
 
@@ -65,8 +53,8 @@ def softmax_model() -> onnx.ModelProto:
         helper.make_node("Softmax", ["c1"], ["sm"], axis=1, name="softmax"),
         helper.make_node("Conv", ["sm", "w2", "b2"], ["y"], pads=[1, 1], kernel_shape=[K2], name="conv2"),
     ]
-    inits = [_init(rng, "w1", (C1, A, K1), 1.0), _init(rng, "b1", (C1,)), _init(rng, "w2", (C2, C1, K2), 1.0),
-             _init(rng, "b2", (C2,))]
+    inits = {"w1": weight(rng, (C1, A, K1), 1.0), "b1": weight(rng, C1, 0.5), "w2": weight(rng, (C2, C1, K2), 1.0),
+             "b2": weight(rng, C2, 0.5)}
     return _model("softmax", nodes, [C2, L], inits)
 
 
@@ -78,18 +66,18 @@ def reducel2_model(batch="N") -> onnx.ModelProto:
     rng = np.random.default_rng(13)
     if batch == "N":
         flat = helper.make_node("Flatten", ["rm"], ["f"], axis=1, name="flatten")
-        extra = []
+        extra = {}
     else:
         flat = helper.make_node("Reshape", ["rm", "shape"], ["f"], name="reshape")
-        extra = [numpy_helper.from_array(np.array([batch, C1], dtype=np.int64), "shape")]
+        extra = {"shape": np.array([batch, C1], dtype=np.int64)}
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2], kernel_shape=[K1], name="conv1"),
         helper.make_node("ReduceL2", ["c1"], ["rm"], axes=[2], keepdims=1, name="reducel2"),
         flat,
         helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1, name="dense"),
     ]
-    inits = [_init(rng, "w1", (C1, A, K1), 1.0), _init(rng, "b1", (C1,)), _init(rng, "wd", (D, C1), 1.0),
-             _init(rng, "bd", (D,))] + extra
+    inits = {"w1": weight(rng, (C1, A, K1), 1.0), "b1": weight(rng, C1, 0.5), "wd": weight(rng, (D, C1), 1.0),
+             "bd": weight(rng, D, 0.5), **extra}
     return _model("reducel2", nodes, [D], inits, batch=batch)
 
 

@@ -28,8 +28,8 @@ from hypothesis import strategies as st  # noqa: E402
 from yuzu_onnx import naive_ism, run_ism  # noqa: E402
 from yuzu_onnx.convert import convert  # noqa: E402
 
+from builders import Net, random_one_hot  # noqa: E402
 from conftest import assert_ism_close  # noqa: E402
-from test_graph_rules import Net  # noqa: E402
 
 #: Each example costs more since concats, several outputs and lengths up to 300 were added
 #: (x1.4 to x1.7 per example on this 2-core machine): 300 keep CI at a few minutes.
@@ -303,7 +303,7 @@ def build_model(spec: dict):
 
 def make_inputs(spec: dict, subs: str, rng_seed: int, n_columns: list[int]) -> np.ndarray:
     A, L = spec["alphabet"], spec["length"]
-    X = np.eye(A, dtype=np.float32)[np.random.default_rng(rng_seed).integers(0, A, (2, L))].transpose(0, 2, 1).copy()
+    X = random_one_hot(2, L, rng_seed, alphabet=A)
     if subs == "all":
         for j, col in enumerate(n_columns):
             X[j % 2, :, col % L] = 0.0

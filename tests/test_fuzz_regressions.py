@@ -8,18 +8,13 @@ import pytest
 from yuzu_onnx import naive_ism, run_ism
 from yuzu_onnx.convert import convert
 
-from test_graph_rules import Net
+from builders import Net, random_one_hot
 
 
 def _strided_conv(length: int, k: int, stride: int):
     n = Net(seed=0)
     y = n.conv("x", 4, 2, k, strides=[stride])
     return n.model({"x": ["N", 4, length]}, {"y": y})
-
-
-def _one_hot(length: int) -> np.ndarray:
-    x = np.eye(4, dtype=np.float32)[np.random.default_rng(0).integers(0, 4, (2, length))]
-    return np.ascontiguousarray(x.transpose(0, 2, 1))
 
 
 # Bug: sensing="gaussian" crashes in convert() with
@@ -39,7 +34,7 @@ def test_gaussian_region_unread_by_strided_conv(length, k, stride, region, subs)
     model = _strided_conv(length, k, stride)
     start, end = region
     converted = convert(model, start=start, end=end, sensing="gaussian", substitutions=subs)
-    X = _one_hot(length)
+    X = random_one_hot(2, length, seed=0)
     (y0, y_hat), = run_ism(converted, X)
     (r0, r_hat), = naive_ism(model, X, start=start, end=end)
     np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
@@ -52,7 +47,7 @@ def test_structured_region_unread_by_strided_conv(length, k, stride, region):
     model = _strided_conv(length, k, stride)
     start, end = region
     converted = convert(model, start=start, end=end)
-    X = _one_hot(length)
+    X = random_one_hot(2, length, seed=0)
     (y0, y_hat), = run_ism(converted, X)
     (r0, r_hat), = naive_ism(model, X, start=start, end=end)
     np.testing.assert_allclose(y_hat, r_hat, rtol=1e-4, atol=1e-5)

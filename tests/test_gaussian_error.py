@@ -13,7 +13,8 @@ from yuzu_onnx.report import plan_table
 from yuzu_onnx.runtime import run_ism
 from yuzu_onnx.sensing import circulant_vector, decoder, predicted_error, size_design
 
-from conftest import MODELS_DIR, random_one_hot
+from builders import random_one_hot
+from conftest import MODELS_DIR
 
 BASSET = MODELS_DIR / "basset_L101_torchscript.onnx"
 BPNET = MODELS_DIR / "bpnet_L61_torchscript.onnx"

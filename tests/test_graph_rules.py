@@ -5,63 +5,15 @@ softmax heads and several outputs, each against the naive oracle."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from yuzu_onnx import naive_ism, run_ism
 from yuzu_onnx.convert import convert
 
+from builders import Net, random_one_hot
 from conftest import assert_ism_close
 
 L = 33
-RNG_SEED = 5
-
-
-class Net:
-    """Tiny graph builder with random weights."""
-
-    def __init__(self, seed: int = RNG_SEED):
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.count = 0
-
-    def w(self, *shape, scale: float | None = None) -> str:
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        value = self.rng.standard_normal(shape) * (scale if scale is not None else 1 / np.sqrt(fan_in))
-        return self.const(value.astype(np.float32))
-
-    def const(self, value) -> str:
-        self.count += 1
-        name = f"c{self.count}"
-        arr = np.asarray(value)
-        self.inits.append(numpy_helper.from_array(arr.astype(np.int64) if arr.dtype.kind == "i" else arr, name))
-        return name
-
-    def op(self, op_type: str, inputs, **attrs) -> str:
-        self.count += 1
-        out = f"t{self.count}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"{op_type}_{self.count}", **attrs))
-        return out
-
-    def conv(self, x: str, c_in: int, c_out: int, k: int, **attrs) -> str:
-        return self.op("Conv", [x, self.w(c_out, c_in // attrs.get("group", 1), k), self.w(c_out, scale=0.5)], **attrs)
-
-    def model(self, inputs: dict[str, list], outputs: dict[str, str]) -> onnx.ModelProto:
-        graph_inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in inputs.items()]
-        probe = helper.make_model(helper.make_graph(self.nodes, "net", graph_inputs, [], self.inits),
-                                  opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-        shapes = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(probe).graph.value_info}
-        graph_outputs = []
-        for name, out in outputs.items():
-            self.nodes.append(helper.make_node("Identity", [out], [name]))
-            vi = onnx.ValueInfoProto()
-            vi.CopyFrom(shapes[out])
-            vi.name = name
-            graph_outputs.append(vi)
-        graph = helper.make_graph(self.nodes, "net", graph_inputs, graph_outputs, self.inits)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
 def residual():
@@ -135,11 +87,6 @@ CASES = {f.__name__: f for f in (residual, concat_channels, chrombpnet_crop, cha
                                  depthwise, heads)}
 
 
-def _one_hot(layout: str, seed: int = 0) -> np.ndarray:
-    x = np.eye(4, dtype=np.float32)[np.random.default_rng(seed).integers(0, 4, (2, L))]
-    return np.ascontiguousarray(x if layout == "NLC" else x.transpose(0, 2, 1))
-
-
 @pytest.mark.parametrize("region", [(0, L), (L - 5, L), (0, 4)], ids=["full", "last", "first"])
 @pytest.mark.parametrize("subs", ["alt", "all"])
 @pytest.mark.parametrize("case", CASES)
@@ -150,7 +97,7 @@ def test_accelerated_and_exact(case, subs, region):
     assert not [n for n in plan.nodes if n.rule == "fallback"], plan.nodes
     assert any(n.rule == "window" for n in plan.nodes)
     layout = plan.seq.layout
-    X = _one_hot(layout)
+    X = random_one_hot(2, L, seed=0, layout=layout)
     got = run_ism(converted, X)
     expected = naive_ism(model, X, start=start, end=end, layout=layout)
     assert len(got) == len(expected) == len(model.graph.output)
@@ -183,7 +130,7 @@ def test_side_inputs_pass_through():
     assert plan.seq.name == "x"
     assert not [n for n in plan.nodes if n.rule == "fallback"]
     rng = np.random.default_rng(1)
-    X = _one_hot("NCL")
+    X = random_one_hot(2, L, seed=0)
     feeds = {"track": rng.standard_normal((2, 1, L)).astype(np.float32),
              "covariate": rng.standard_normal((2, 2)).astype(np.float32)}
     import onnxruntime as ort
@@ -208,7 +155,7 @@ def test_outputs_subset_prunes_other_heads():
     converted, plan = convert(model, outputs=["counts"], return_plan=True)
     assert [o.name for o in converted.graph.output] == ["counts", "counts_ism"]
     assert "Softmax" not in {n.node.op_type for n in plan.nodes}
-    X = _one_hot("NCL")
+    X = random_one_hot(2, L, seed=0)
     (y0, y_hat), = run_ism(converted, X)
     r0, r_hat = naive_ism(model, X)[1]  # counts is the second output of the full model
     assert_ism_close(y_hat, r_hat, r0)
@@ -232,7 +179,7 @@ def test_conv_transpose(attrs):
     model = n.model({"x": ["N", 4, L]}, {"y": n.conv(n.op("Tanh", [up]), 3, 2, 3)})
     converted, plan = convert(model, start=2, end=L, return_plan=True)
     assert [n.rule for n in plan.nodes if n.node.op_type == "ConvTranspose"] == ["window"]
-    X = _one_hot("NCL")
+    X = random_one_hot(2, L, seed=0)
     (y0, y_hat), = run_ism(converted, X)
     (r0, r_hat), = naive_ism(model, X, start=2, end=L)
     assert_ism_close(y_hat, r_hat, r0, start=2)

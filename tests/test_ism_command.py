@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from yuzu_onnx import attributions, convert, naive_ism
 from yuzu_onnx.commands import ism as ism_cmd
 from yuzu_onnx.errors import InputValidationError
 from yuzu_onnx.seqio import ResultWriter, load_sequences, one_hot, read_fasta
 
+from builders import conv, onnx_model
 from conftest import MODELS_DIR, REPO, assert_ism_close, assert_y0_close
 
 h5py = pytest.importorskip("h5py")
@@ -194,7 +194,8 @@ def test_ism_attr(models, tmp_path, suffix):
     _, X = load_sequences(fasta, L)
     got = read_results(out)
     outputs = onnx.load(str(TOYNET)).graph.output
-    assert sorted(got) == sorted(["names"] + [f"{o.name}/attributions" for o in outputs])
+    assert sorted(got) == sorted(["names", "ohe"] + [f"{o.name}/{f}" for o in outputs
+                                                     for f in ("attributions", "hypothetical")])
     from yuzu_onnx.session import ISMSession
     session = ISMSession(models["alt"], providers=["CPUExecutionProvider"])
     for o, (y0, yh) in zip(outputs, session.run(X)):
@@ -261,13 +262,8 @@ L_SMALL = 20
 
 def conv_model() -> onnx.ModelProto:
     """(N, 4, 20) -> Conv(16 channels, k=3, pad 1) -> (N, 16, 20): 102 KB of y_hat per sequence."""
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.standard_normal((16, 4, 3)).astype(np.float32), "w")
-    b = numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1])]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, L_SMALL])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16, L_SMALL])], [w, b])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    node, inits = conv("conv", "x", "y", (16, 4, 3), np.random.default_rng(0), scale=1.0, bias=1.0, pads=[1, 1])
+    return onnx_model([node], inits, ["N", 4, L_SMALL], {"y": ["N", 16, L_SMALL]})
 
 
 _CHILD = textwrap.dedent("""

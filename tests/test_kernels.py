@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from yuzu_onnx.kernels import (
     resolve_op_version,
 )
 
+from builders import onnx_model, tensor_info
+
 _REPO = Path(__file__).resolve().parents[1]
 # shared/ sits inside the checkout or beside it (CI copies it next to the clone).
 REFERENCE_TABLES = [
@@ -28,33 +31,22 @@ def make_model(
     nodes: list[onnx.NodeProto],
     opset: int = 17,
     dtype: int = TensorProto.FLOAT,
-    initializers: list[onnx.TensorProto] | None = None,
-    extra_opsets: list[onnx.OperatorSetIdProto] | None = None,
-    functions: list[onnx.FunctionProto] | None = None,
+    initializers: Mapping[str, np.ndarray] | None = None,
+    extra_opsets: Sequence[onnx.OperatorSetIdProto] = (),
+    functions: Sequence[onnx.FunctionProto] = (),
 ) -> onnx.ModelProto:
     """One input ``x`` (1, 4, 10) of ``dtype``, one output ``y`` of unknown shape."""
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("x", dtype, [1, 4, 10])],
-        [helper.make_tensor_value_info("y", dtype, None)],
-        initializer=initializers or [],
-    )
-    return helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", opset), *(extra_opsets or [])],
-        functions=functions or [],
-    )
+    return onnx_model(nodes, initializers or {}, [1, 4, 10], dtype=dtype, output_dtype=dtype, opset=opset,
+                      ir_version=None, extra_opsets=extra_opsets, functions=functions, name="g")
 
 
 def conv_relu(opset: int = 17, dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
     np_dtype = helper.tensor_dtype_to_np_dtype(dtype)
-    weight = numpy_helper.from_array(np.zeros((3, 4, 3), dtype=np_dtype), "w")
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
         helper.make_node("Relu", ["c"], ["y"]),
     ]
-    return make_model(nodes, opset=opset, dtype=dtype, initializers=[weight])
+    return make_model(nodes, opset=opset, dtype=dtype, initializers={"w": np.zeros((3, 4, 3), dtype=np_dtype)})
 
 
 # ----------------------------------------------------------------------------- the table
@@ -154,14 +146,13 @@ def test_unique_is_reported():
 
 
 def test_det_after_conv_is_reported_once():
-    weight = numpy_helper.from_array(np.zeros((3, 4, 3), dtype=np.float32), "w")
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
         helper.make_node("Det", ["c"], ["d1"]),
         helper.make_node("Det", ["c"], ["d2"]),
         helper.make_node("Add", ["d1", "d2"], ["y"]),
     ]
-    problems = missing_cuda_kernels(make_model(nodes, initializers=[weight]))
+    problems = missing_cuda_kernels(make_model(nodes, initializers={"w": np.zeros((3, 4, 3), dtype=np.float32)}))
     assert problems == ["Det (ai.onnx, opset 17): no CUDA kernel"]
 
 
@@ -201,24 +192,13 @@ def test_op_in_subgraph_is_reported():
             [helper.make_node(op, ["x"], [f"{name}_out"])],
             name,
             [],
-            [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)],
+            [tensor_info(f"{name}_out", None)],
         )
 
-    graph = helper.make_graph(
-        [
-            helper.make_node(
-                "If", ["cond"], ["y"],
-                then_branch=branch("then", "Unique"), else_branch=branch("else", "Relu"),
-            )
-        ],
-        "g",
-        [
-            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
-        ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    node = helper.make_node(
+        "If", ["cond"], ["y"], then_branch=branch("then", "Unique"), else_branch=branch("else", "Relu"))
+    model = onnx_model([node], [], [tensor_info("cond", [], TensorProto.BOOL), tensor_info("x", [4])],
+                       ir_version=None, name="g")
     assert missing_cuda_kernels(model) == ["Unique (ai.onnx, opset 17): no CUDA kernel"]
 
 
@@ -244,8 +224,8 @@ def test_unknown_custom_op_is_reported():
 def test_closed_range_does_not_cover_later_versions():
     # Scatter-11 (deprecated) resolves past the CUDA row [9, 10] and has no kernel of its own.
     nodes = [helper.make_node("Scatter", ["x", "idx", "x"], ["y"], axis=0)]
-    idx = numpy_helper.from_array(np.zeros((1, 4, 10), dtype=np.int64), "idx")
-    assert missing_cuda_kernels(make_model(nodes, opset=10, initializers=[idx])) == []
-    assert missing_cuda_kernels(make_model(nodes, opset=11, initializers=[idx])) == [
+    idx = {"idx": np.zeros((1, 4, 10), dtype=np.int64)}
+    assert missing_cuda_kernels(make_model(nodes, opset=10, initializers=idx)) == []
+    assert missing_cuda_kernels(make_model(nodes, opset=11, initializers=idx)) == [
         "Scatter (ai.onnx, opset 11): no CUDA kernel for op version 11"
     ]

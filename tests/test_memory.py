@@ -7,7 +7,7 @@ import importlib.util
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from yuzu_onnx import convert
 from yuzu_onnx.cli import main
@@ -15,6 +15,7 @@ from yuzu_onnx.errors import MemoryBudgetError
 from yuzu_onnx.memory import (CUDA_MAX_TENSOR_ELEMENTS, METADATA_KEY, MemoryEstimate, batch_for_budget,
                               cuda_batch_limit, estimate_memory, format_size, parse_size)
 
+from builders import onnx_model, random_one_hot
 from conftest import MODELS_DIR, REPO
 
 L = 50
@@ -22,13 +23,10 @@ L = 50
 
 def _chain_model() -> onnx.ModelProto:
     """x (N,4,L) -> Conv 4->8 (k1) -> Relu -> Conv 8->2 (k1) -> y; every tensor's size is known."""
-    w1 = numpy_helper.from_array(np.ones((8, 4, 1), np.float32), "w1")
-    w2 = numpy_helper.from_array(np.ones((2, 8, 1), np.float32), "w2")
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
              helper.make_node("Conv", ["b", "w2"], ["y"])]
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, L])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, L])], [w1, w2])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    inits = {"w1": np.ones((8, 4, 1), np.float32), "w2": np.ones((2, 8, 1), np.float32)}
+    return onnx_model(nodes, inits, ["N", 4, L], {"y": ["N", 2, L]})
 
 
 def test_replay_of_a_known_chain():
@@ -104,7 +102,7 @@ def test_plan_table_reports_memory(capsys, tmp_path):
 def test_ism_command_refuses_a_budget_below_one_sequence(tmp_path, capsys):
     model = tmp_path / "toynet.ism.onnx"
     onnx.save(convert(str(MODELS_DIR / "toynet_L45_torchscript.onnx")), str(model))
-    X = np.eye(4, dtype=np.float32)[np.random.default_rng(0).integers(0, 4, (2, 45))].transpose(0, 2, 1)
+    X = random_one_hot(2, 45, seed=0)
     np.save(tmp_path / "x.npy", X)
     out = tmp_path / "out.npz"
     code = main(["ism", str(model), str(tmp_path / "x.npy"), "-o", str(out), "--max-memory", "1K"])

@@ -7,10 +7,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from yuzu_onnx.errors import InputValidationError, ModelLoadError, UnsupportedModelError
 from yuzu_onnx.oracle import naive_ism
+
+from builders import onnx_model, random_one_hot
 
 A = 4  # alphabet size
 L = 9  # sequence length
@@ -47,7 +49,6 @@ def build_model(batch: int | str = "N", layout: str = "NCL") -> onnx.ModelProto:
     if layout == "NLC":
         nodes.append(helper.make_node("Transpose", ["x"], ["x_ncl"], perm=[0, 2, 1]))
         conv_in = "x_ncl"
-    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
     nodes += [
         helper.make_node("Conv", [conv_in, "w", "b"], ["c"], pads=[1, 1], kernel_shape=[K]),
         helper.make_node("Relu", ["c"], ["r"]),
@@ -56,48 +57,20 @@ def build_model(batch: int | str = "N", layout: str = "NCL") -> onnx.ModelProto:
         helper.make_node("MatMul", ["f", "wd"], ["dense"]),
     ]
     in_shape = [batch, A, L] if layout == "NCL" else [batch, L, A]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-        [
-            helper.make_tensor_value_info("pooled", TensorProto.FLOAT, [batch, C_OUT]),
-            helper.make_tensor_value_info("dense", TensorProto.FLOAT, [batch, D_OUT]),
-        ],
-        initializer=[
-            numpy_helper.from_array(W_CONV, "w"),
-            numpy_helper.from_array(B_CONV, "b"),
-            numpy_helper.from_array(W_DENSE, "wd"),
-            axes,
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    inits = {"w": W_CONV, "b": B_CONV, "wd": W_DENSE, "axes": np.array([2], dtype=np.int64)}
+    return onnx_model(nodes, inits, in_shape, {"pooled": [batch, C_OUT], "dense": [batch, D_OUT]}, ir_version=8,
+                      check=True)
 
 
 def build_dynamic_length_model() -> onnx.ModelProto:
     """Conv1d + Relu + ReduceSum with symbolic batch and length."""
-    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1], kernel_shape=[K]),
-            helper.make_node("Relu", ["c"], ["r"]),
-            helper.make_node("ReduceSum", ["r", "axes"], ["pooled"], keepdims=0),
-        ],
-        "dyn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", A, "L"])],
-        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["N", C_OUT])],
-        initializer=[
-            numpy_helper.from_array(W_CONV, "w"),
-            numpy_helper.from_array(B_CONV, "b"),
-            axes,
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1], kernel_shape=[K]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("ReduceSum", ["r", "axes"], ["pooled"], keepdims=0),
+    ]
+    inits = {"w": W_CONV, "b": B_CONV, "axes": np.array([2], dtype=np.int64)}
+    return onnx_model(nodes, inits, ["N", A, "L"], {"pooled": ["N", C_OUT]}, ir_version=8)
 
 
 # ----------------------------------------------------------------------------- numpy reference
@@ -128,12 +101,6 @@ def numpy_ism(X: np.ndarray, start: int, end: int) -> list[tuple[np.ndarray, np.
                 for k, out in enumerate(numpy_forward(mutant)):
                     y_hat[k][s, a, i - start] = out
     return list(zip(y0, y_hat))
-
-
-def random_one_hot(n: int, length: int = L, seed: int = 0) -> np.ndarray:
-    """Random one-hot sequences, shape ``(n, A, length)``, float32."""
-    idx = np.random.default_rng(seed).integers(0, A, size=(n, length))
-    return np.eye(A, dtype=np.float32)[idx].transpose(0, 2, 1).copy()
 
 
 def assert_matches_numpy(result, expected) -> None:
@@ -173,13 +140,13 @@ def model() -> onnx.ModelProto:
 
 
 def test_matches_numpy_on_every_mutant(model):
-    X = random_one_hot(3)
+    X = random_one_hot(3, L, seed=0)
     result = naive_ism(model, X)
     assert_matches_numpy(result, numpy_ism(X, 0, L))
 
 
 def test_output_order_and_shapes(model):
-    X = random_one_hot(2)
+    X = random_one_hot(2, L, seed=0)
     (p0, p_hat), (d0, d_hat) = naive_ism(model, X)
     assert p0.shape == (2, C_OUT) and p_hat.shape == (2, A, L, C_OUT)
     assert d0.shape == (2, D_OUT) and d_hat.shape == (2, A, L, D_OUT)
@@ -187,7 +154,7 @@ def test_output_order_and_shapes(model):
 
 
 def test_present_character_slot_is_y0(model):
-    X = random_one_hot(2, seed=3)
+    X = random_one_hot(2, L, seed=3)
     for y0, y_hat in naive_ism(model, X):
         for n in range(X.shape[0]):
             for i in range(L):
@@ -196,7 +163,7 @@ def test_present_character_slot_is_y0(model):
 
 
 def test_y0_is_model_on_X(model):
-    X = random_one_hot(2, seed=4)
+    X = random_one_hot(2, L, seed=4)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     direct = session.run(None, {"x": X})
     for (y0, _), ref in zip(naive_ism(session, X), direct):
@@ -204,7 +171,7 @@ def test_y0_is_model_on_X(model):
 
 
 def test_one_hot_columns_run_only_other_characters(model):
-    X = random_one_hot(2)
+    X = random_one_hot(2, L, seed=0)
     counting = CountingSession(model)
     naive_ism(counting.session, X, batch_size=5)
     assert sum(counting.batches) == 2 + 2 * (A - 1) * L
@@ -212,7 +179,7 @@ def test_one_hot_columns_run_only_other_characters(model):
 
 
 def test_non_one_hot_columns_run_every_character(model):
-    X = random_one_hot(2, seed=5)
+    X = random_one_hot(2, L, seed=5)
     X[0, :, 2] = 0.0  # "N" column
     X[1, :, 6] = 0.25  # soft column
     X[1, :, 0] = [0.0, 2.0, 0.0, 0.0]  # not one-hot: a 2 is not a 1
@@ -226,13 +193,13 @@ def test_non_one_hot_columns_run_every_character(model):
 
 
 def test_float64_input_is_cast(model):
-    X = random_one_hot(1, seed=6).astype(np.float64)
+    X = random_one_hot(1, L, seed=6).astype(np.float64)
     assert_matches_numpy(naive_ism(model, X), numpy_ism(X, 0, L))
 
 
 @pytest.mark.parametrize(("start", "end"), [(0, 1), (2, 5), (L - 1, L), (3, None)])
 def test_region(model, start, end):
-    X = random_one_hot(2, seed=7)
+    X = random_one_hot(2, L, seed=7)
     full = naive_ism(model, X)
     part = naive_ism(model, X, start=start, end=end)
     stop = L if end is None else end
@@ -244,7 +211,7 @@ def test_region(model, start, end):
 
 
 def test_batch_size_does_not_change_results(model):
-    X = random_one_hot(3, seed=8)
+    X = random_one_hot(3, L, seed=8)
     X[2, :, 4] = 0.0
     small = naive_ism(model, X, batch_size=1)
     odd = naive_ism(model, X, batch_size=7)
@@ -258,7 +225,7 @@ def test_batch_size_does_not_change_results(model):
 def test_model_from_path(model, tmp_path):
     path = tmp_path / "tiny.onnx"
     onnx.save(model, path)
-    X = random_one_hot(1, seed=9)
+    X = random_one_hot(1, L, seed=9)
     from_path = naive_ism(path, X)
     from_str = naive_ism(str(path), X)
     for (a0, a_hat), (b0, b_hat) in zip(from_path, from_str):
@@ -268,13 +235,13 @@ def test_model_from_path(model, tmp_path):
 
 
 def test_nlc_layout():
-    X = random_one_hot(2, seed=10)
+    X = random_one_hot(2, L, seed=10)
     result = naive_ism(build_model(layout="NLC"), X.transpose(0, 2, 1), layout="NLC")
     assert_matches_numpy(result, numpy_ism(X, 0, L))
 
 
 def test_dynamic_length_model():
-    X = random_one_hot(2, length=6, seed=11)
+    X = random_one_hot(2, 6, seed=11)
     ((y0, y_hat),) = naive_ism(build_dynamic_length_model(), X)
     assert y_hat.shape == (2, A, 6, C_OUT)
     for n in range(2):
@@ -294,7 +261,7 @@ def test_dynamic_length_model():
 
 def test_fixed_batch_one_model():
     fixed = build_model(batch=1)
-    X = random_one_hot(3, seed=12)
+    X = random_one_hot(3, L, seed=12)
     X[1, :, 5] = 0.0
     counting = CountingSession(fixed)
     result = naive_ism(counting.session, X, batch_size=1000)
@@ -304,7 +271,7 @@ def test_fixed_batch_one_model():
 
 def test_fixed_batch_larger_than_one_pads_last_chunk():
     fixed = build_model(batch=2)
-    X = random_one_hot(3, seed=13)
+    X = random_one_hot(3, L, seed=13)
     counting = CountingSession(fixed)
     result = naive_ism(counting.session, X, start=1, end=4, batch_size=64)
     assert set(counting.batches) == {2}
@@ -339,7 +306,7 @@ def test_wrong_length(model):
 
 
 def test_nlc_data_given_as_ncl_is_rejected(model):
-    X = random_one_hot(1)
+    X = random_one_hot(1, L, seed=0)
     with pytest.raises(InputValidationError):
         naive_ism(model, X.transpose(0, 2, 1))
 
@@ -349,36 +316,27 @@ def test_nlc_data_given_as_ncl_is_rejected(model):
 )
 def test_bad_region(model, start, end):
     with pytest.raises(InputValidationError):
-        naive_ism(model, random_one_hot(1), start=start, end=end)
+        naive_ism(model, random_one_hot(1, L, seed=0), start=start, end=end)
 
 
 @pytest.mark.parametrize("batch_size", [0, -3, 2.5])
 def test_bad_batch_size(model, batch_size):
     with pytest.raises(InputValidationError):
-        naive_ism(model, random_one_hot(1), batch_size=batch_size)
+        naive_ism(model, random_one_hot(1, L, seed=0), batch_size=batch_size)
 
 
 def test_bad_layout(model):
     with pytest.raises(InputValidationError, match="layout"):
-        naive_ism(model, random_one_hot(1), layout="LNC")
+        naive_ism(model, random_one_hot(1, L, seed=0), layout="LNC")
 
 
 def test_missing_model_file(tmp_path):
     with pytest.raises(ModelLoadError):
-        naive_ism(tmp_path / "absent.onnx", random_one_hot(1))
+        naive_ism(tmp_path / "absent.onnx", random_one_hot(1, L, seed=0))
 
 
 def test_two_input_model_is_unsupported():
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "z"], ["y"])],
-        "two",
-        [
-            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", A, L]),
-            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", A, L]),
-        ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", A, L])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = onnx_model([helper.make_node("Add", ["x", "z"], ["y"])], {}, {"x": ["N", A, L], "z": ["N", A, L]},
+                       {"y": ["N", A, L]}, ir_version=8)
     with pytest.raises(UnsupportedModelError):
-        naive_ism(model, random_one_hot(1))
+        naive_ism(model, random_one_hot(1, L, seed=0))

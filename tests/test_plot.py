@@ -15,14 +15,15 @@ import yuzu_onnx  # noqa: E402
 from yuzu_onnx.commands import plot as plot_cmd  # noqa: E402
 from yuzu_onnx.errors import InputValidationError  # noqa: E402
 
+from builders import random_one_hot  # noqa: E402
+
 MODEL = Path(__file__).resolve().parents[1] / "models" / "onnx" / "toynet_L45_torchscript.onnx"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @functools.lru_cache(maxsize=1)
 def _results():
-    rng = np.random.default_rng(0)
-    X = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (3, 45))].transpose(0, 2, 1).copy()
+    X = random_one_hot(3, 45, seed=0)
     model = yuzu_onnx.convert(str(MODEL))
     return X, yuzu_onnx.run_ism(model, X)
 

@@ -7,14 +7,15 @@ import logging
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from yuzu_onnx import convert, naive_ism
 from yuzu_onnx.attributions import attributions
 from yuzu_onnx.errors import InputValidationError, MemoryBudgetError, ModelLoadError
 from yuzu_onnx.session import ISMSession
 
-from conftest import MODELS_DIR, assert_ism_close, assert_y0_close, random_one_hot
+from builders import conv, dense_head, onnx_model, random_one_hot
+from conftest import MODELS_DIR, assert_ism_close, assert_y0_close
 
 N_SEQ = 5
 BATCH = 2  # 5 sequences in batches of 2: the last batch is uneven
@@ -225,17 +226,10 @@ L_NLC = 24
 def nlc_model() -> onnx.ModelProto:
     """Channels-last: (N, L, 4) -> Transpose -> Conv(4->3, k=5) -> Flatten -> MatMul -> (N, 2)."""
     rng = np.random.default_rng(3)
-    flat = 3 * (L_NLC - 4)
-    inits = [numpy_helper.from_array(rng.standard_normal((3, 4, 5)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b"),
-             numpy_helper.from_array((rng.standard_normal((flat, 2)) / np.sqrt(flat)).astype(np.float32), "w2")]
-    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]),
-             helper.make_node("Conv", ["xt", "w", "b"], ["h"]),
-             helper.make_node("Flatten", ["h"], ["hf"], axis=1),
-             helper.make_node("MatMul", ["hf", "w2"], ["y"])]
-    graph = helper.make_graph(nodes, "nlc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", L_NLC, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    node, inits = conv("conv", "xt", "h", (3, 4, 5), rng, scale=1.0, bias=1.0)
+    head, dense = dense_head("h", "y", 3 * (L_NLC - 4), 2, rng, flatten="Flatten")
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[0, 2, 1]), node, *head]
+    return onnx_model(nodes, {**inits, **dense}, ["N", L_NLC, 4], {"y": ["N", 2]})
 
 
 def test_nlc_layout():

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from yuzu_onnx import convert, naive_ism, run_ism
 from yuzu_onnx.convert import plan_conversion
 
-from conftest import assert_ism_close, random_one_hot
+from builders import conv_pair, onnx_model, random_one_hot
+from conftest import assert_ism_close
 
 CONV_CASES = {
     "pads": dict(pads=[3, 1]),
@@ -23,26 +23,10 @@ CONV_CASES = {
 }
 
 
-def _model(nodes, inits, length: int, out_shape) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, length])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-    return onnx.shape_inference.infer_shapes(model)
-
-
 def _conv_net(length: int, c_mid: int, c_out: int, kernel: int, attrs: dict, seed: int = 0) -> onnx.ModelProto:
-    rng = np.random.default_rng(seed)
-    inits = {
-        "w1": rng.standard_normal((c_mid, 4, 5)).astype(np.float32),
-        "b1": rng.standard_normal(c_mid).astype(np.float32),
-        "w2": (rng.standard_normal((c_out, c_mid, kernel)) / np.sqrt(c_mid * kernel)).astype(np.float32),
-        "b2": rng.standard_normal(c_out).astype(np.float32),
-    }
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2]),
-             helper.make_node("Tanh", ["c1"], ["t1"]),
-             helper.make_node("Conv", ["t1", "w2", "b2"], ["y"], **attrs)]
-    return _model(nodes, inits, length, None)
+    nodes, inits = conv_pair(rng=seed, c1=c_mid, c2=c_out, k2=kernel, mid="Tanh", conv2=attrs,
+                             scales=(1.0, 1.0, None, 1.0))
+    return onnx_model(nodes, inits, ["N", 4, length], infer_shapes=True)
 
 
 def _check(model: onnx.ModelProto, start: int = 0, end: int | None = None, subs: str = "alt") -> None:
@@ -75,13 +59,8 @@ def test_conv_attributes(case, c_out):
 def test_pool_attributes(op, attrs):
     if op == "AveragePool" and "pads" in attrs:
         attrs = dict(attrs, count_include_pad=1)
-    rng = np.random.default_rng(3)
-    inits = {"w1": rng.standard_normal((6, 4, 3)).astype(np.float32),
-             "w2": rng.standard_normal((5, 6, 3)).astype(np.float32)}
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]),
-             helper.make_node(op, ["c1"], ["p1"], **attrs),
-             helper.make_node("Conv", ["p1", "w2"], ["y"], pads=[1, 1])]
-    model = _model(nodes, inits, 37, None)
+    nodes, inits = conv_pair(rng=3, c1=6, c2=5, k1=3, k2=3, mid=[(op, attrs)], conv1={}, scales=(1.0,) * 4)
+    model = onnx_model(nodes, inits, ["N", 4, 37], infer_shapes=True)
     plan = plan_conversion(model)
     assert [n.rule for n in plan.nodes] == ["window", "window", "window"]
     _check(model)

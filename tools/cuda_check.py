@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from yuzu_onnx import convert  # noqa: E402
 from yuzu_onnx.oracle import naive_ism  # noqa: E402
 from yuzu_onnx.providers import EXACT_CUDA_OPTIONS  # noqa: E402
+from yuzu_onnx.seqio import random_one_hot  # noqa: E402
 
 RTOL, NOISE = 1e-4, 5e-5
 
@@ -44,13 +45,6 @@ def providers(tf32: int) -> list:
     if DRY_RUN:
         return ["CPUExecutionProvider"]
     return [("CUDAExecutionProvider", {**EXACT_CUDA_OPTIONS, "use_tf32": str(tf32)}), "CPUExecutionProvider"]
-
-
-def random_one_hot(n: int, alphabet: int, length: int, layout: str, seed: int) -> np.ndarray:
-    """Random one-hot sequences in the model's layout."""
-    rng = np.random.default_rng(seed)
-    X = np.eye(alphabet, dtype=np.float32)[rng.integers(0, alphabet, (n, length))]  # N, L, A
-    return X if layout == "NLC" else X.transpose(0, 2, 1).copy()
 
 
 def cpu_nodes(model_bytes: bytes, feed: dict, tf32: int) -> Counter:
@@ -72,7 +66,7 @@ def check_file(entry: dict, tf32: int) -> dict:
     layout = entry.get("layout", "NCL")
     converted = convert(str(path), outputs=entry.get("outputs"))
     alphabet = 4
-    X = random_one_hot(2, alphabet, entry["length"], layout, seed=1)
+    X = random_one_hot(2, entry["length"], seed=1, alphabet=alphabet, layout=layout)
     naive = naive_ism(str(path), X, providers=providers(tf32), layout=layout)
     data = converted.SerializeToString()
     sess = ort.InferenceSession(data, providers=providers(tf32))

@@ -14,9 +14,10 @@ only use standard ONNX operators: TensorFlow is needed to regenerate them,
 not to use them.
 
 This script needs TensorFlow and tf2onnx, which the project does not depend
-on; run it from a separate environment, e.g.::
+on; run it from a separate environment that can also import this checkout's
+``yuzu_onnx`` (for its test inputs), e.g.::
 
-    python -m venv tfvenv && tfvenv/bin/pip install tensorflow-cpu tf2onnx onnxruntime
+    python -m venv tfvenv && tfvenv/bin/pip install tensorflow-cpu tf2onnx onnxruntime onnx-graphsurgeon
     tfvenv/bin/python tools/export_keras.py            # writes the test files
     tfvenv/bin/python tools/export_keras.py --length 200 -o keras.onnx
 
@@ -44,6 +45,9 @@ import tf2onnx  # noqa: E402
 from tensorflow import keras  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from yuzu_onnx.seqio import random_one_hot  # noqa: E402
+
 TEST_DIR = ROOT / "models" / "onnx"
 OPSET = 17
 ATOL = 1e-4
@@ -90,12 +94,6 @@ def build(length: int, seed: int = 0) -> keras.Model:
     return model
 
 
-def random_one_hot(n: int, length: int, seed: int) -> np.ndarray:
-    """Random one-hot DNA batch of shape ``(n, length, 4)`` (channels last), float32."""
-    idx = np.random.default_rng(seed).integers(0, 4, (n, length))
-    return np.eye(4, dtype=np.float32)[idx]
-
-
 def export(length: int, out: Path, seed: int = 0) -> Path:
     """Build the Keras model, export it with tf2onnx and verify the result.
 
@@ -131,7 +129,7 @@ def export(length: int, out: Path, seed: int = 0) -> Path:
         raise RuntimeError(f"{out}: the graph uses operators of non-standard domains {sorted(domains)}")
     _stable_names(proto)
     onnx.save(proto, str(out))
-    verify(out, model, random_one_hot(3, length, seed + 1))
+    verify(out, model, random_one_hot(3, length, seed + 1, layout="NLC"))
     return out
 
 

@@ -29,26 +29,52 @@ def model_opset(model: onnx.ModelProto) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS), None)
 
 
-@functools.lru_cache(maxsize=None)
-def onnxruntime_max_opset() -> int:
-    """Newest default-domain opset the installed onnxruntime loads (probed once with a tiny
-    model, newest first, since onnxruntime does not publish the number)."""
+#: How many opsets past the installed onnx's newest :func:`onnxruntime_max_opset` probes: an
+#: onnxruntime release can know opsets that the installed onnx does not know yet.
+PROBE_AHEAD = 8
+
+
+def probe_ir_version(opset: int) -> int:
+    """An IR version for a default-domain ``opset`` model: the lowest one onnx allows for it, or
+    for opsets newer than the installed onnx knows, the lowest one for the newest it knows."""
+    known = min(opset, onnx.defs.onnx_opset_version())
+    return helper.find_min_ir_version_for([helper.make_opsetid("", known)])
+
+
+def _onnxruntime_loads(version: int) -> bool:
+    """Whether the installed onnxruntime loads a one-node model of default-domain opset ``version``."""
     import onnxruntime as ort
 
-    for version in range(onnx.defs.onnx_opset_version(), MIN_OPSET - 1, -1):
-        opset = helper.make_opsetid("", version)
-        graph = helper.make_graph(
-            [helper.make_node("Relu", ["x"], ["y"])], "opset_probe",
-            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
-        probe = helper.make_model(graph, opset_imports=[opset])
-        probe.ir_version = helper.find_min_ir_version_for([opset])  # an IR version it knows
-        try:
-            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-        except Exception:  # "opset N is under development / not supported"
-            continue
+    opset = helper.make_opsetid("", version)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "opset_probe",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    probe = helper.make_model(graph, opset_imports=[opset])
+    probe.ir_version = probe_ir_version(version)
+    try:
+        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # "opset N is under development / not supported"
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def onnxruntime_max_opset() -> int:
+    """Newest default-domain opset the installed onnxruntime loads, probed once with a tiny model
+    (onnxruntime does not publish the number).
+
+    Probing starts at the installed onnx's newest opset: down from there when onnxruntime is
+    older, up (at most :data:`PROBE_AHEAD` opsets) when it loads that one, since onnxruntime may
+    be newer than onnx.
+    """
+    newest_known = onnx.defs.onnx_opset_version()
+    if _onnxruntime_loads(newest_known):
+        version = newest_known
+        while version < newest_known + PROBE_AHEAD and _onnxruntime_loads(version + 1):
+            version += 1
         return version
-    return MIN_OPSET
+    return next((v for v in range(newest_known - 1, MIN_OPSET - 1, -1) if _onnxruntime_loads(v)), MIN_OPSET)
 
 
 def max_opset() -> int:

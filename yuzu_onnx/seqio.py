@@ -11,11 +11,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .errors import InputValidationError
 from .files import publish, temporary_path
 
-__all__ = ["read_fasta", "one_hot", "load_sequences", "ResultWriter", "FASTA_SUFFIXES", "OUTPUT_SUFFIXES"]
+__all__ = ["read_fasta", "one_hot", "random_one_hot", "load_sequences", "ResultWriter", "FASTA_SUFFIXES",
+           "OUTPUT_SUFFIXES"]
 
 #: IUPAC ambiguity codes; they encode as an all-zero column, like N.
 AMBIGUITY = "NRYKMSWBDHV"
@@ -127,6 +129,40 @@ def one_hot(seqs: Iterable, length: int, alphabet: str = "ACGT", center: bool = 
     if layout == "NCL":
         return np.ascontiguousarray(out.transpose(0, 2, 1))
     return out
+
+
+def random_one_hot(n: int, length: int, seed: int | np.random.Generator | None = 0, alphabet: int = 4,
+                   layout: str = "NCL", dtype: DTypeLike = np.float32) -> np.ndarray:
+    """Random one-hot sequences, each character drawn uniformly from ``alphabet`` letters.
+
+    The characters are ``np.random.default_rng(seed).integers(0, alphabet, size=(n, length))``,
+    so a seed always gives the same sequences (whatever the layout or dtype).
+
+    Parameters
+    ----------
+    n : int
+        Number of sequences.
+    length : int
+        Sequence length ``L``.
+    seed : int, numpy.random.Generator or None, optional
+        Seed of the generator, or a generator to draw from (it advances). Default 0.
+    alphabet : int, optional
+        Alphabet size ``A`` (4 for DNA).
+    layout : {"NCL", "NLC"}, optional
+        ``(n, A, L)`` (``NCL``, PyTorch) or ``(n, L, A)`` (``NLC``, Keras).
+    dtype : numpy dtype, optional
+        Element type of the result (float32 by default).
+
+    Returns
+    -------
+    numpy.ndarray
+        A C-contiguous array of zeros and ones in ``layout`` with one 1 per position.
+    """
+    if layout not in ("NCL", "NLC"):
+        raise ValueError(f"layout must be 'NCL' or 'NLC', not {layout!r}")
+    idx = np.random.default_rng(seed).integers(0, alphabet, size=(n, length))
+    x = np.eye(alphabet, dtype=dtype)[idx]  # (n, L, A)
+    return np.ascontiguousarray(x.transpose(0, 2, 1) if layout == "NCL" else x)
 
 
 def _is_fasta(path: Path) -> bool:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from . import seqio
 from .load import ModelLike
 from .oracle import naive_ism
 from .runtime import IsmMetadata, make_session, run_ism
@@ -35,13 +36,6 @@ class VerifyReport:
     sequences: int
 
 
-def random_one_hot(n: int, alphabet: int, length: int, layout: str, seed: int = 0) -> np.ndarray:
-    """Random one-hot sequences ``(n, A, L)`` or ``(n, L, A)``, float32."""
-    rng = np.random.default_rng(seed)
-    x = np.eye(alphabet, dtype=np.float32)[rng.integers(0, alphabet, (n, length))]  # (n, L, A)
-    return np.ascontiguousarray(x.transpose(0, 2, 1) if layout == "NCL" else x)
-
-
 def verify(original: ModelLike, converted: onnx.ModelProto, sequences: int = 2, seed: int = 0,
            providers=None) -> VerifyReport:
     """Run both ISMs on the same random one-hot sequences and measure their agreement.
@@ -53,7 +47,7 @@ def verify(original: ModelLike, converted: onnx.ModelProto, sequences: int = 2, 
         deltas) and Pearson r of the deltas; plus the time of each ISM.
     """
     meta = IsmMetadata.from_props({p.key: p.value for p in converted.metadata_props}, "converted model")
-    X = random_one_hot(sequences, meta.alphabet, meta.length, meta.layout, seed)
+    X = seqio.random_one_hot(sequences, meta.length, seed, alphabet=meta.alphabet, layout=meta.layout)
     original_session = make_session(original if isinstance(original, onnx.ModelProto) else str(original), providers)
     t0 = time.perf_counter()
     expected = naive_ism(original_session, X, start=meta.start, end=meta.end,

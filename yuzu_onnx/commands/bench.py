@@ -13,7 +13,7 @@ from ..plan import ConversionWarning
 from ..providers import BY_NAME
 from ..runtime import make_session
 from ..session import ISMSession
-from ..verify import random_one_hot
+from ..seqio import random_one_hot
 from . import options
 
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     used = original.get_providers()[0]
     if used != providers[0] or session.provider != providers[0]:
         raise ValueError(f"{providers[0]} is not usable here (ONNX Runtime runs {used}); use --provider cpu")
-    X = random_one_hot(args.sequences, plan.seq.alphabet, plan.seq.length, plan.seq.layout)
+    X = random_one_hot(args.sequences, plan.seq.length, alphabet=plan.seq.alphabet, layout=plan.seq.layout)
     naive = _median_seconds(lambda: naive_ism(original, X, start=plan.start, end=plan.end,
                                               layout=plan.seq.layout), args.repeats)
     converted = _median_seconds(lambda: session.run(X), args.repeats)
