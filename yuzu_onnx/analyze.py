@@ -35,30 +35,50 @@ from .rules.base import Decline
 from .sensing import DEFAULT_TOLERANCE
 from .support import Support
 
-__all__ = ["analyze", "Analysis", "ConversionWarning", "FlatState", "MutState", "NodePlan", "Plan", "SeqState"]
+__all__ = ["analyze", "warn_fallbacks", "Analysis", "ConversionWarning", "FlatState", "MutState", "NodePlan", "Plan", "SeqState"]
 
 
 def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceInput, *,
             start: int, end: int, substitutions: str, sensing: str, alpha: float,
             seed: int, tolerance: float = DEFAULT_TOLERANCE, tile_width: int | None = None,
-            tiles_per_chunk: int = 1) -> Plan:
+            tiles_per_chunk: int = 1, brute_force: bool = False, warn: bool = True) -> Plan:
     """Choose a rule for each node of a canonical model and size every probe tensor.
 
     Emits a :class:`ConversionWarning` for each node that falls back to materialized mutants,
-    giving the reasons the rules declined it. With ``tile_width`` the plan is tiled
-    (:mod:`yuzu_onnx.tiling`); a graph that cannot be tiled is refused naming the node.
+    giving the reasons the rules declined it (unless ``warn`` is false: the converter prices
+    several plans and warns only about the one it keeps, :func:`warn_fallbacks`). With ``tile_width`` the plan is tiled
+    (:mod:`yuzu_onnx.tiling`); a graph that cannot be tiled is refused naming the node. With
+    ``brute_force`` the mutants are materialized at the input and every node runs per mutant
+    (tiled, such a plan is brute-force ISM in chunks inside one graph).
     """
     plan = Plan(model, infos, seq, start, end, substitutions, sensing, alpha, seed,
                 states={}, nodes=[], outputs=[o.name for o in model.graph.output], tolerance=tolerance)
-    analysis = Analysis(plan)
+    analysis = Analysis(plan, brute_force=brute_force)
     analysis.run()
     if tile_width is not None:
-        from .tiling import plan_tiling
+        from .tiling import plan_tiling, switch_point
+        switch = switch_point(analysis, tile_width)
+        if switch is not None:  # tiles would span the whole tensor from here: run per mutant
+            plan = Plan(model, infos, seq, start, end, substitutions, sensing, alpha, seed, states={}, nodes=[],
+                        outputs=[o.name for o in model.graph.output], tolerance=tolerance)
+            analysis = Analysis(plan, materialize_at={switch})
+            analysis.run()
         tiling = plan_tiling(analysis, tile_width, tiles_per_chunk)
         if isinstance(tiling, Decline):
             raise UnsupportedModelError(f"this model cannot be tiled: {tiling.reason}")
         analysis.adopt(tiling)
+    if warn:
+        warn_fallbacks(plan, stacklevel=3)
     return plan
+
+
+def warn_fallbacks(plan: Plan, stacklevel: int = 2) -> None:
+    """One :class:`ConversionWarning` per node of ``plan`` that falls back, with its reasons."""
+    for np_ in plan.nodes:
+        if np_.spec.warns:
+            warnings.warn(f"{np_.node.op_type} node {np_.node.name!r} is not accelerated: {np_.note}; "
+                          "it runs exactly on materialized mutants (slow)", ConversionWarning,
+                          stacklevel=stacklevel + 1)
 
 
 class Analysis(ProbeSizing, FlopCounter):
@@ -76,8 +96,11 @@ class Analysis(ProbeSizing, FlopCounter):
         The graph's outputs.
     """
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, brute_force: bool = False, materialize_at: set[int] = frozenset()):
         self.plan = plan
+        self.brute_force = brute_force
+        #: nodes (by index) where a tiled plan switches to materialized mutants
+        self.materialize_at = set(materialize_at)
         self.graph = plan.model.graph
         self.inits = {t.name: t for t in self.graph.initializer}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -112,17 +135,12 @@ class Analysis(ProbeSizing, FlopCounter):
         plan.side = {i.name for i in self.graph.input if i.name != seq.name and i.name not in self.inits}
         plan.states[seq.name] = self.seq_state(Support.for_input(seq.length, plan.start, plan.end),
                                                seq.seq_axis, dims)
-        for node in self.graph.node:
-            plan.nodes.append(self.plan_node(node))
+        for index, node in enumerate(self.graph.node):
+            plan.nodes.append(self.plan_node(node, index))
         self.assign_probes()
         self.count_flops()
-        for np_ in plan.nodes:
-            if np_.spec.warns:
-                warnings.warn(f"{np_.node.op_type} node {np_.node.name!r} is not accelerated: {np_.note}; "
-                              "it runs exactly on materialized mutants (slow)", ConversionWarning,
-                              stacklevel=3)
 
-    def plan_node(self, node: onnx.NodeProto) -> NodePlan:
+    def plan_node(self, node: onnx.NodeProto, index: int = -1) -> NodePlan:
         states = self.plan.states
         dep = [n for n in node.input if n in states]
         if not dep:
@@ -130,6 +148,13 @@ class Analysis(ProbeSizing, FlopCounter):
                 self.plan.side.update(o for o in node.output if o)
             return NodePlan(node, rules.REFERENCE)
         kinds = {type(states[n]) for n in dep}
+        if (self.brute_force or index in self.materialize_at) and kinds == {SeqState}:
+            for out in node.output:
+                if out:
+                    states[out] = MutState()
+            why = ("brute force: the time model predicts no accelerated form is faster" if self.brute_force else
+                   "tiles would span the whole tensor from here: mutants are materialized per chunk")
+            return NodePlan(node, rules.EXIT, materialize=dep, note=why)
         if kinds == {SeqState}:
             declines: list[Decline] = []
             for check in rules.checks_for(node.op_type):
@@ -149,6 +174,12 @@ class Analysis(ProbeSizing, FlopCounter):
         if SeqState not in kinds:
             return self.on_mutants(node, dep, [])
         mutant = next(n for n in dep if isinstance(states[n], MutState))
+        if self.brute_force or self.materialize_at:  # per mutant by plan, not for want of a rule
+            for out in node.output:
+                if out:
+                    states[out] = MutState()
+            return NodePlan(node, rules.EXIT, materialize=[n for n in dep if isinstance(states[n], SeqState)],
+                            note=f"its input {mutant!r} is per mutant by plan; the others are materialized")
         return self.on_mutants(node, dep, [Decline(
             "none", f"its input {mutant!r} is already per mutant (after an exit or a fallback), so its other "
                     "inputs are materialized to match")])

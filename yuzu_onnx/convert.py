@@ -1,4 +1,5 @@
-"""The converter: load -> canonicalize -> analyze -> emit -> check."""
+"""The converter: load -> canonicalize -> analyze -> emit -> check, with the form of the graph
+(whole-sequence probes, tiles, brute force) chosen by :mod:`yuzu_onnx.planner`."""
 
 from __future__ import annotations
 
@@ -6,27 +7,23 @@ from typing import Sequence
 
 import onnx
 
-from .analyze import Plan, analyze
+from .analyze import Plan, analyze, warn_fallbacks
 from .canonicalize import canonicalize
 from .emit import emit
 from .errors import InternalError
 from .load import ModelLike, find_sequence_input, load_model
 from .memory import METADATA_KEY as MEMORY_METADATA_KEY
-from .memory import estimate_memory
+from .memory import estimate_memory, parse_size
+from .planner import DEFAULT_BUDGET, choose
 from .sensing import DEFAULT_TOLERANCE
 
 SENSING = ("structured", "gaussian")
 SUBSTITUTIONS = ("alt", "all")
+FORMS = ("auto", "whole", "tiled", "brute-force")
 DEFAULT_ALPHA = 1.5
 
 
-def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
-                    sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
-                    substitutions: str = "alt", input_name: str | None = None,
-                    layout: str | None = None, outputs: Sequence[str] | None = None,
-                    length: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
-                    tile_width: int | None = None, tiles_per_chunk: int = 1) -> Plan:
-    """Run the load, canonicalize and analyze passes; see :func:`convert` for parameters."""
+def _check_options(sensing: str, substitutions: str, alpha: float, tolerance: float) -> None:
     if sensing not in SENSING:
         raise ValueError(f"sensing must be one of {SENSING}, got {sensing!r}")
     if substitutions not in SUBSTITUTIONS:
@@ -35,6 +32,12 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
         raise ValueError(f"alpha must be >= 1 (probes per unknown), got {alpha}")
     if not tolerance > 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
+
+
+def _prepare(model: ModelLike, start: int, end: int | None, input_name: str | None, layout: str | None,
+             outputs: Sequence[str] | None, length: int | None):
+    """Load and canonicalize once; returns the canonical model, its tensor infos, the sequence
+    input and the region's end."""
     proto = load_model(model)
     seq = find_sequence_input(proto, input_name, layout, length)
     end = seq.length if end is None else end
@@ -42,6 +45,19 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
         raise ValueError(f"region start={start}, end={end} is not inside the sequence of length {seq.length} "
                          "(need 0 <= start < end <= length)")
     canonical, infos = canonicalize(proto, seq, outputs)
+    return canonical, infos, seq, end
+
+
+def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
+                    sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
+                    substitutions: str = "alt", input_name: str | None = None,
+                    layout: str | None = None, outputs: Sequence[str] | None = None,
+                    length: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                    tile_width: int | None = None, tiles_per_chunk: int = 1) -> Plan:
+    """Run the load, canonicalize and analyze passes (whole-sequence form, or the tiled one with
+    ``tile_width``); see :func:`convert` for parameters."""
+    _check_options(sensing, substitutions, alpha, tolerance)
+    canonical, infos, seq, end = _prepare(model, start, end, input_name, layout, outputs, length)
     return analyze(canonical, infos, seq, start=start, end=end, substitutions=substitutions,
                    sensing="spike" if sensing == "structured" else "gaussian", alpha=alpha, seed=seed,
                    tolerance=tolerance, tile_width=tile_width, tiles_per_chunk=tiles_per_chunk)
@@ -51,8 +67,9 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
             sensing: str = "structured", alpha: float = DEFAULT_ALPHA, seed: int = 0,
             substitutions: str = "alt", input_name: str | None = None,
             layout: str | None = None, outputs: Sequence[str] | None = None,
-            length: int | None = None, tolerance: float = DEFAULT_TOLERANCE, tile_width: int | None = None,
-            tiles_per_chunk: int = 1, return_plan: bool = False):
+            length: int | None = None, tolerance: float = DEFAULT_TOLERANCE, form: str = "auto",
+            max_memory: int | str | None = None, provider: str = "cpu", tile_width: int | None = None,
+            tiles_per_chunk: int | None = None, return_plan: bool = False):
     """Convert a sequence model into one ONNX graph that computes exact ISM.
 
     Parameters
@@ -85,6 +102,21 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
         Sequence length, for a model whose input length is symbolic or unknown (exported with a
         dynamic length): the converted graph takes sequences of exactly this length. Refused
         when the model fixes a different length.
+    form : {"auto", "whole", "tiled", "brute-force"}
+        How the graph computes ISM (:mod:`yuzu_onnx.planner`): ``whole``: probes over the
+        whole sequence in one pass; ``tiled``: tiles of ``tile_width`` mutated positions, each
+        computed only where its mutants reach, ``tiles_per_chunk`` per Loop iteration;
+        ``brute-force``: every mutant through the original graph, in chunks. ``auto``
+        (default) prices the candidates with the calibrated time model and takes the fastest
+        whose activations fit ``max_memory``. Every form is exact.
+    max_memory : int or str, optional
+        Activations per sequence the graph may use: bytes or a size such as ``"1G"`` (default
+        1 GiB). ``auto`` and ``tiled`` size their chunks to it.
+    provider : {"cpu", "cuda"}
+        Whose time model ranks the forms (CUDA uses the CPU model until calibrated on a GPU).
+    tile_width, tiles_per_chunk : int, optional
+        Fix the tiles (``form="tiled"`` is implied); ``tiles_per_chunk`` defaults to the most
+        that fit ``max_memory``.
     return_plan : bool
         Also return the :class:`~yuzu_onnx.analyze.Plan` (for the plan table).
 
@@ -95,12 +127,35 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
         of shape ``(N, A, end - start, *y.shape[1:])``; ``y_ism[n, a, i]`` is the output for
         sequence ``n`` with position ``start + i`` set to character ``a``.
     """
-    plan = plan_conversion(model, start=start, end=end, sensing=sensing, alpha=alpha, seed=seed,
-                           substitutions=substitutions, input_name=input_name, layout=layout,
-                           outputs=outputs, length=length, tolerance=tolerance, tile_width=tile_width,
-                           tiles_per_chunk=tiles_per_chunk)
-    converted = emit(plan)
-    plan.memory = estimate_memory(converted)
+    _check_options(sensing, substitutions, alpha, tolerance)
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    budget = DEFAULT_BUDGET if max_memory is None else (parse_size(max_memory) if isinstance(max_memory, str)
+                                                         else int(max_memory))
+    canonical, infos, seq, end = _prepare(model, start, end, input_name, layout, outputs, length)
+    sensing_mode = "spike" if sensing == "structured" else "gaussian"
+
+    def build(tile_width: int | None = None, tiles_per_chunk: int = 1, brute_force: bool = False,
+              emit_graph: bool = True) -> tuple[onnx.ModelProto | None, Plan]:
+        plan = analyze(canonical, infos, seq, start=start, end=end, substitutions=substitutions,
+                       sensing=sensing_mode, alpha=alpha, seed=seed, tolerance=tolerance, tile_width=tile_width,
+                       tiles_per_chunk=tiles_per_chunk, brute_force=brute_force, warn=False)
+        if not emit_graph:
+            return None, plan
+        converted = emit(plan)
+        plan.memory = estimate_memory(converted)
+        return converted, plan
+
+    if tile_width is not None or form == "tiled":
+        choice = choose(build, budget=budget, provider=provider, forced="tiled", tile_width=tile_width,
+                        per_chunk=tiles_per_chunk)
+    elif form == "auto":
+        choice = choose(build, budget=budget, provider=provider)
+    else:
+        choice = choose(build, budget=budget, provider=provider, forced=form)
+    converted, plan = choice.chosen.model, choice.chosen.plan
+    plan.choice = choice
+    warn_fallbacks(plan, stacklevel=2)
     # stored so that ISMSession sizes batches without re-deriving shapes
     converted.metadata_props.add(key=MEMORY_METADATA_KEY, value=plan.memory.to_json())
     try:

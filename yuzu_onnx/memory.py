@@ -101,12 +101,53 @@ def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
         if len(dims) and not dims[0].HasField("dim_value"):
             dims[0].ClearField("dim_param")
             dims[0].dim_value = batch
+    g.value_info.extend(model.graph.value_info)  # shapes the emitter declared (a Loop's outputs)
+    _fix_batch_param(g, batch)
     for t in model.graph.initializer:
         if math.prod(t.dims) <= 64:  # small ones may hold shapes that inference must read
             g.initializer.append(t)
         else:
             g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    return shape_inference.infer_shapes(fixed, data_prop=True)
+    inferred = shape_inference.infer_shapes(fixed, data_prop=True)
+    _infer_loop_bodies(inferred)
+    return inferred
+
+
+def _infer_loop_bodies(model: onnx.ModelProto) -> None:
+    """Shapes inside Loop bodies. ONNX's inference of a subgraph cannot read the values of
+    outer-scope constants (axes, shapes), so each body is inferred as a model of its own whose
+    inputs are the outer tensors it reads (typed as the outer inference found them)."""
+    graph = model.graph
+    known = {vi.name: vi for vi in list(graph.input) + list(graph.value_info) + list(graph.output)}
+    small = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        for body in _subgraphs(node):
+            produced = {i.name for i in body.input} | {o for n in body.node for o in n.output}
+            outer = sorted({n for inner in body.node for n in _node_inputs(inner) if n not in produced})
+            standalone = onnx.ModelProto()
+            standalone.ir_version = model.ir_version
+            standalone.opset_import.extend(model.opset_import)
+            sg = standalone.graph
+            sg.node.extend(body.node)
+            sg.input.extend(body.input)
+            sg.input.extend(known[n] for n in outer if n in known and n not in small)
+            sg.initializer.extend(small[n] for n in outer if n in small)
+            sg.output.extend(body.output)
+            inferred = shape_inference.infer_shapes(standalone, data_prop=True)
+            del body.value_info[:]
+            body.value_info.extend(inferred.graph.value_info)
+
+
+def _fix_batch_param(graph: onnx.GraphProto, batch: int) -> None:
+    """Give the batch axis ``N`` declared in value infos (also in Loop bodies) the value ``batch``."""
+    for vi in list(graph.value_info) + list(graph.output):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param == "N":
+                d.ClearField("dim_param")
+                d.dim_value = batch
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _fix_batch_param(sub, batch)
 
 
 #: ops whose ONNX Runtime CPU kernel holds scratch buffers while it runs, in outputs' worth:
@@ -127,24 +168,57 @@ def _replay(model: onnx.ModelProto, weights: set[str]) -> tuple[int, int, int, i
 
     Tensors live in buffers: a view (Reshape, ...) shares its input's buffer, an in-place op
     reuses a dying input's buffer of the same size, and a buffer is freed when the last tensor
-    in it has had its last reader (graph outputs live to the end).
+    in it has had its last reader (graph outputs live to the end). A Loop (a tiled plan's loop
+    over chunks) holds its body's peak while it runs, plus the scan outputs it has gathered,
+    which it concatenates at the end.
     """
     graph = model.graph
     sizes: dict[str, tuple[int, int]] = {}
     for t in graph.initializer:
         elements = int(math.prod(t.dims))
         sizes[t.name] = elements, elements * _itemsize(t.data_type)
+    _collect_sizes(graph, sizes)
+    constants = _constant_tensors(graph, weights)
+    peak, largest, unknown = _replay_graph(graph, sizes, constants, {o.name for o in graph.output}, model)
+    # weights: the constants that non-constant nodes read (after folding, the rest is dropped)
+    read = {name for node in graph.node if not all(o in constants for o in node.output if o)
+            for name in _node_inputs(node) if name in constants}
+    weights = sum(sizes.get(name, (0, 0))[1] for name in read)
+    return peak, largest, weights, unknown
+
+
+def _collect_sizes(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]]) -> None:
+    """Sizes of every typed tensor of ``graph`` and of its subgraphs (Loop bodies)."""
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
         size = _size(vi)
         if size is not None:
             sizes[vi.name] = size
-    constants = _constant_tensors(graph, weights)
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _collect_sizes(sub, sizes)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+
+
+def _node_inputs(node: onnx.NodeProto) -> list[str]:
+    """A node's inputs, plus the outer-scope tensors its subgraphs read (kept alive while it runs)."""
+    names = [n for n in node.input if n]
+    for sub in _subgraphs(node):
+        produced = {i.name for i in sub.input} | {o for n in sub.node for o in n.output}
+        names.extend(n for inner in sub.node for n in _node_inputs(inner) if n not in produced)
+    return names
+
+
+def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], constants: set[str],
+                  keep: set[str], model: onnx.ModelProto | None = None) -> tuple[int, int, int]:
+    """(peak live bytes, largest tensor, unknown tensors) of one pass over ``graph``'s nodes;
+    tensors not produced in ``graph`` (outer scope, weights) are not counted."""
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.node):
-        for name in node.input:
-            if name:
-                last_use[name] = i
-    keep = {o.name for o in graph.output}
+        for name in _node_inputs(node):
+            last_use[name] = i
     end = len(graph.node)
 
     def nbytes(name: str) -> int:
@@ -157,9 +231,9 @@ def _replay(model: onnx.ModelProto, weights: set[str]) -> tuple[int, int, int, i
     def until(name: str) -> int:
         return end if name in keep else last_use.get(name, -1)
 
-    def new_buffer(name: str) -> None:
+    def new_buffer(name: str, size: int | None = None) -> None:
         bid = len(buffer_until)  # ids are never reused (buffer_bytes shrinks as buffers die)
-        buffer_of[name], buffer_bytes[bid], buffer_until[bid] = bid, nbytes(name), until(name)
+        buffer_of[name], buffer_bytes[bid], buffer_until[bid] = bid, nbytes(name) if size is None else size, until(name)
 
     for vi in graph.input:
         if vi.name not in constants:
@@ -170,35 +244,61 @@ def _replay(model: onnx.ModelProto, weights: set[str]) -> tuple[int, int, int, i
         outputs = [o for o in node.output if o]
         if outputs and all(o in constants for o in outputs):
             continue  # folded into a constant when the session is created
-        first = node.input[0] if node.input else ""
-        shared = buffer_of.get(first)
-        for name in outputs:
-            if name not in sizes:
-                unknown += 1
-                continue
-            largest = max(largest, sizes[name][0])
-            if shared is not None and node.op_type in ALIAS_OPS:
-                buffer_of[name] = shared
-                buffer_until[shared] = max(buffer_until[shared], until(name))
-            elif (shared is not None and node.op_type in INPLACE_OPS and buffer_until[shared] == i
-                  and buffer_bytes[shared] == nbytes(name)):
-                buffer_of[name] = shared
-                buffer_until[shared] = until(name)
-            else:
-                new_buffer(name)
-                live += nbytes(name)
-        scratch = SCRATCH_OUTPUTS.get(node.op_type, 0) * sum(nbytes(o) for o in outputs)
-        peak = max(peak, live + scratch)
+        if node.op_type == "Loop":
+            body_peak, body_largest, body_unknown, scans = _loop_body(node, sizes, constants, model)
+            largest, unknown = max(largest, body_largest), unknown + body_unknown
+            total = sum(scans)
+            # while it runs: the body's peak and the slices gathered so far; at the end the
+            # gathered slices and their concatenation
+            peak = max(peak, live + body_peak + total, live + 2 * total)
+            for name, size in zip(outputs, scans):
+                new_buffer(name, size)
+                live += size
+        else:
+            first = node.input[0] if node.input else ""
+            shared = buffer_of.get(first)
+            for name in outputs:
+                if name not in sizes:
+                    unknown += 1
+                    continue
+                largest = max(largest, sizes[name][0])
+                if shared is not None and node.op_type in ALIAS_OPS:
+                    buffer_of[name] = shared
+                    buffer_until[shared] = max(buffer_until[shared], until(name))
+                elif (shared is not None and node.op_type in INPLACE_OPS and buffer_until[shared] == i
+                      and buffer_bytes[shared] == nbytes(name)):
+                    buffer_of[name] = shared
+                    buffer_until[shared] = until(name)
+                else:
+                    new_buffer(name)
+                    live += nbytes(name)
+            scratch = SCRATCH_OUTPUTS.get(node.op_type, 0) * sum(nbytes(o) for o in outputs)
+            peak = max(peak, live + scratch)
         # buffers whose last reader was this node (or that nobody reads) are freed
-        for name in set(filter(None, list(node.input) + outputs)):
+        for name in set(_node_inputs(node) + outputs):
             bid = buffer_of.get(name)
             if bid is not None and buffer_until[bid] <= i and bid in buffer_bytes:
                 live -= buffer_bytes.pop(bid)
-    # weights: the constants that non-constant nodes read (after folding, the rest is dropped)
-    read = {name for node in graph.node if not all(o in constants for o in node.output if o)
-            for name in node.input if name in constants}
-    weights = sum(nbytes(name) for name in read)
-    return peak, largest, weights, unknown
+    return peak, largest, unknown
+
+
+def _loop_body(node: onnx.NodeProto, sizes: dict[str, tuple[int, int]], constants: set[str],
+               model: onnx.ModelProto | None) -> tuple[int, int, int, list[int]]:
+    """(body peak, largest, unknown, bytes of each scan output over all iterations) of a Loop
+    whose trip count is a constant."""
+    body = _subgraphs(node)[0]
+    trips = _constant_value(model, node.input[0]) if model is not None else None
+    trips = int(np.asarray(trips).reshape(-1)[0]) if trips is not None else 1
+    scan_outputs = [o.name for o in body.output[1:]]  # no loop-carried values in our Loops
+    peak, largest, unknown = _replay_graph(body, sizes, constants, set(scan_outputs))
+    return peak, largest, unknown, [trips * sizes.get(name, (0, 0))[1] for name in scan_outputs]
+
+
+def _constant_value(model: onnx.ModelProto, name: str):
+    for t in model.graph.initializer:
+        if t.name == name:
+            return onnx.numpy_helper.to_array(t)
+    return None
 
 
 def _constant_tensors(graph: onnx.GraphProto, weights: set[str]) -> set[str]:
@@ -206,7 +306,7 @@ def _constant_tensors(graph: onnx.GraphProto, weights: set[str]) -> set[str]:
     folds the latter into initializers when it creates the session."""
     constants = set(weights)
     for node in graph.node:
-        if all(name in constants for name in node.input if name):
+        if not _subgraphs(node) and all(name in constants for name in node.input if name):
             constants.update(o for o in node.output if o)
     return constants
 

@@ -158,6 +158,8 @@ class Plan:
     memory: object | None = None
     #: The tiled plan (:class:`Tiling`), or None for the whole-sequence probe form.
     tiling: Tiling | None = None
+    #: How the form was chosen (:class:`yuzu_onnx.planner.Choice`), set by ``convert``.
+    choice: object | None = None
 
     @functools.cached_property
     def non_finite_weights(self) -> bool:

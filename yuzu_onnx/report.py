@@ -43,6 +43,21 @@ def plan_table(plan: Plan) -> str:
         lines.append(f"gaussian decoding: predicted float32 error <= {worst.design.error:.2g} of the deltas "
                      f"(worst at {worst.node.name or worst.node.output[0]}, condition number "
                      f"{worst.design.cond:.3g}); tolerance {plan.tolerance:g}")
+    if plan.tiling is not None:
+        tiling = plan.tiling
+        lines.append(f"form: tiled, {tiling.tiles} tiles of {tiling.width} positions, {tiling.per_chunk} per Loop "
+                     f"iteration ({tiling.chunks} iterations)")
+    else:
+        lines.append("form: whole sequence (one pass)")
+    if plan.choice is not None:
+        choice = plan.choice
+        lines.append(f"predicted time per sequence (time model, CPU): this plan {choice.chosen.seconds:.3g} s, "
+                     f"brute-force ISM {choice.brute_force_seconds:.3g} s "
+                     f"({choice.brute_force_seconds / max(choice.chosen.seconds, 1e-12):.1f}x)")
+        if len(choice.considered) > 1:
+            lines.append("forms considered: " + "; ".join(
+                ("* " if c is choice.chosen else "") + c.describe() for c in choice.considered))
+        lines.extend(f"note: {note}" for note in choice.notes)
     if plan.memory is not None:
         m = plan.memory
         lines.append(f"memory: peak activations {format_size(m.activations(1))} for 1 sequence, "

@@ -64,6 +64,26 @@ def tile_quantum(analysis: "Analysis") -> int:
     return quantum
 
 
+def switch_point(analysis: "Analysis", width: int) -> int | None:
+    """The first window node (index in ``plan.nodes``) whose tile window would be at least as
+    wide as its output tensor: from there a tile's probes would cover the whole sequence,
+    so the tail runs on materialized mutants (per chunk) instead; None if there is none or
+    the graph cannot be tiled."""
+    plan = analysis.plan
+    geometry = TileGeometry(analysis, width)
+    seq = plan.seq
+    geometry.record(seq.name, Support.for_input(width, 0, width), TileWindow(plan.start, width, seq.length))
+    for index, np_ in enumerate(plan.nodes):
+        if not np_.spec.probe_form:
+            continue
+        if np_.spec.tile is None or np_.spec.tile(geometry, np_) is not None:
+            return None
+        out = np_.node.output[0]
+        if np_.spec.widens and geometry.width_of(out) >= geometry.windows[out].length:
+            return index
+    return None
+
+
 def plan_tiling(analysis: "Analysis", width: int, per_chunk: int = 1) -> Tiling | Decline:
     """Tile geometry and probe counts for tiles of ``width`` mutated positions.
 

@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
     options.add_region_options(p)
     options.add_length_option(p)
+    options.add_form_options(p)
     options.add_provider_option(p)
     p.set_defaults(func=run)
 
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--sequences and --repeats must be at least 1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConversionWarning)
-        model, plan = convert(args.model, start=args.start, end=args.end, length=args.length, return_plan=True)
+        model, plan = convert(args.model, start=args.start, end=args.end, length=args.length, return_plan=True,
+                              provider=args.provider, **options.form_arguments(args))
     providers = BY_NAME[args.provider]
     session = ISMSession(model, providers=providers, batch_size=args.sequences)
     original = make_session(str(args.model), providers)

@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     options.add_substitution_option(p)
     options.add_sensing_options(p, seeds_sequences=True)
     options.add_length_option(p)
+    options.add_form_options(p)
     p.set_defaults(func=run)
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", ConversionWarning)
         model = convert(args.model, start=args.start, end=args.end, sensing=args.sensing,
                         alpha=args.alpha, seed=args.seed, substitutions=args.substitutions,
-                        length=args.length, tolerance=args.tolerance)
+                        length=args.length, tolerance=args.tolerance, **options.form_arguments(args))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     report = verify_module.verify(args.model, model, sequences=args.sequences, seed=args.seed)

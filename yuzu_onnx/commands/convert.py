@@ -37,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     options.add_substitution_option(p)
     options.add_input_options(p)
     options.add_length_option(p)
+    options.add_form_options(p)
     p.add_argument("--outputs", nargs="+", metavar="NAME",
                    help="convert only these outputs (prunes branches only the others need)")
     p.add_argument("--verify", type=int, default=0, metavar="N",
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         model, plan = convert(args.model, start=args.start, end=args.end, sensing=args.sensing,
                               alpha=args.alpha, seed=args.seed, substitutions=args.substitutions,
                               input_name=args.input_name, layout=args.layout, outputs=args.outputs,
-                              length=args.length, tolerance=args.tolerance, return_plan=True)
+                              length=args.length, tolerance=args.tolerance, return_plan=True,
+                              **options.form_arguments(args))
     seconds = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)

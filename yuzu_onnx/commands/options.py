@@ -27,6 +27,7 @@ _GROUPS = {
     "sensing": "how the converted graph recovers each conv's ISM deltas",
     "sequence input": "the model input that holds the one-hot sequence",
     "execution": "where and how ONNX Runtime runs the model",
+    "plan": "the form of the converted graph (every form is exact)",
 }
 
 
@@ -225,3 +226,40 @@ def add_memory_option(parser: argparse.ArgumentParser) -> None:
              "tensor shapes), e.g. 8G or 512M; the batch size is the largest that fits (at most "
              "--batch-size when given); a model whose single sequence needs more is refused before "
              "anything runs")
+
+
+def add_form_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose the converted graph's form (``plan`` group): ``--form``,
+    ``--max-memory``, ``--tile-width`` and ``--tiles-per-chunk``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        A converting subcommand's parser (convert, check, bench).
+
+    Notes
+    -----
+    ``args.form`` is one of :data:`yuzu_onnx.convert.FORMS`; ``args.max_memory`` a byte count
+    (activations per sequence) or None for the default (1 GiB); the tile options None unless
+    given. See :func:`yuzu_onnx.convert` for what they do.
+    """
+    from ..convert import FORMS
+    group = option_group(parser, "plan")
+    group.add_argument("--form", choices=FORMS, default="auto",
+                       help="how the graph computes ISM: whole (probes over the whole sequence), tiled (tiles "
+                            "computed only where their mutants reach, in chunks), brute-force (every mutant, in "
+                            "chunks); auto (default) takes the fastest the time model predicts within --max-memory")
+    group.add_argument("--max-memory", type=_size, default=None, metavar="SIZE",
+                       help="activations per sequence the converted graph may use, e.g. 1G (default) or 512M; "
+                            "tiles run in chunks that fit it")
+    group.add_argument("--tile-width", type=int, default=None, metavar="T",
+                       help="mutated positions per tile (implies --form tiled; a multiple of the model's total "
+                            "stride; default: chosen by the time model)")
+    group.add_argument("--tiles-per-chunk", type=int, default=None, metavar="C",
+                       help="tiles per Loop iteration (default: the most that fit --max-memory)")
+
+
+def form_arguments(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`yuzu_onnx.convert` that :func:`add_form_options` set."""
+    return {"form": getattr(args, "form", "auto"), "max_memory": getattr(args, "max_memory", None),
+            "tile_width": getattr(args, "tile_width", None), "tiles_per_chunk": getattr(args, "tiles_per_chunk", None)}

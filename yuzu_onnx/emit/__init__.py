@@ -59,7 +59,8 @@ def emit(plan: Plan) -> onnx.ModelProto:
                                                          out.type.tensor_type.elem_type, shape))
     out_graph = helper.make_graph(
         list(graph.node) + builder.nodes, f"{graph.name or 'model'}_ism", list(graph.input),
-        list(graph.output) + new_outputs, list(graph.initializer) + builder.initializers)
+        list(graph.output) + new_outputs, list(graph.initializer) + builder.initializers,
+        value_info=ctx.value_info)
     converted = helper.make_model(out_graph, opset_imports=list(model.opset_import),
                                   producer_name="yuzu-onnx")
     converted.ir_version = model.ir_version
@@ -68,12 +69,20 @@ def emit(plan: Plan) -> onnx.ModelProto:
 
 
 def _static_output_dims(plan: Plan, name: str) -> list[int]:
-    """Per-sequence dims of an output; y_ism is reshaped with them, so they must be static."""
+    """Per-sequence dims of an output; y_ism is reshaped with them, so they must be static.
+
+    Canonicalization already replaced an exporter's symbolic output dims by those shape
+    inference derives from the fixed input length, or by those of one run of the model
+    (:func:`yuzu_onnx.canonicalize.canonicalize`); dims still unknown here depend on more than
+    the length (on the input's values)."""
     info = plan.infos.get(name)
     dims = None if info is None or info.shape is None else info.shape[1:]
     if dims is None or any(d is None for d in dims):
-        raise UnsupportedModelError(f"output {name!r} has shape {info.shape if info else 'unknown'}: "
-                                    "its non-batch dimensions must be static to lay out its ISM")
+        shape = "unknown" if dims is None else "(N, " + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+        raise UnsupportedModelError(
+            f"output {name!r} has shape {shape} with the input length fixed to {plan.seq.length}: neither shape "
+            "inference nor a run of the model on zeros gives its non-batch dimensions, which must be static "
+            "to lay out its ISM")
     return [int(d) for d in dims]
 
 

@@ -46,6 +46,8 @@ class EmitContext:
         self.cache: dict[tuple, str] = {}
         #: Tiled plans: nodes that must run outside the Loop body (once per call).
         self.outer_nodes: list = []
+        #: Shapes the emitter knows and shape inference cannot tell (a Loop's outputs).
+        self.value_info: list = []
 
     def plan_const(self, name: str):
         """Value of a constant of the canonical graph (an initializer), or None."""

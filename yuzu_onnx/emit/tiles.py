@@ -277,7 +277,7 @@ def emit_loop(ctx: EmitContext, emit_nodes, outputs: list[tuple[str, list[int]]]
         body, "tiles", [helper.make_tensor_value_info(iteration, onnx.TensorProto.INT64, []),
                         helper.make_tensor_value_info(cond_in, onnx.TensorProto.BOOL, [])],
         [helper.make_tensor_value_info(cond_out, onnx.TensorProto.BOOL, [])]
-        + [helper.make_tensor_value_info(scan, elem[out], None) for out, scan, _ in scans])
+        + [helper.make_tensor_value_info(scan, elem[out], ["N", per_chunk_mutants, *dims]) for out, scan, dims in scans])
     b.nodes.extend(ctx.outer_nodes)
     ctx.outer_nodes = []
     trips = b.const(np.array(tiling.chunks, dtype=np.int64), "chunks", dtype=np.int64)
@@ -285,6 +285,8 @@ def emit_loop(ctx: EmitContext, emit_nodes, outputs: list[tuple[str, list[int]]]
     if not results:
         raise InternalError("a tiled plan without sequence-dependent outputs")
     b.op("Loop", [trips, ""], outputs=results, body=graph)
+    ctx.value_info.extend(helper.make_tensor_value_info(name, elem[out], [tiling.chunks, "N", per_chunk_mutants, *dims])
+                          for (out, _, dims), name in zip(scans, results))
     ctx.mut = {}
     ctx.probe = {}
     for (out, _, dims), stacked in zip(scans, results):

@@ -44,6 +44,7 @@ del _family, _rule, _op, _check
 #: Named records the analysis needs to refer to directly.
 REFERENCE = reference.REFERENCE
 PER_MUTANT = materialized.PER_MUTANT
+EXIT = materialized.EXIT
 FALLBACK = materialized.FALLBACK
 FLAT_CHECKS = dense_exit.FLAT_CHECKS
 

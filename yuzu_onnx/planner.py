@@ -1,0 +1,207 @@
+"""Choosing the form of the converted graph: whole-sequence probes, tiles, or brute force.
+
+For one model and region there are several exact ways to compute ISM:
+
+- *whole*: probe tensors over every position (one pass; best when the mutated region spans the
+  sequence and receptive fields are short: Basset, DeepSEA);
+- *tiled*: tiles of ``T`` mutated positions, each computed only over the positions its mutants
+  reach, ``c`` tiles per Loop iteration (deep receptive fields, sub-regions; bounded memory);
+- *brute force*: every mutant through the original graph, in chunks inside one Loop (when
+  nothing else is predicted faster, e.g. after an early attention block).
+
+Each candidate is emitted and priced by the time model (:mod:`yuzu_onnx.timing`, calibrated
+on ONNX Runtime kernel times) and by the memory estimate (:mod:`yuzu_onnx.memory`); the fastest
+whose activations fit the budget wins. Tile widths are pruned by FLOPs first (the plan's
+interval arithmetic, no emit), so a model tiles cheaply or not at all. The chunk size ``c`` is
+the largest whose predicted activations fit the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .errors import UnsupportedModelError
+from .memory import MemoryEstimate, estimate_memory, format_size
+from .plan import Plan
+from .timing import predict_seconds
+
+#: Default budget of activations per sequence (bytes): the issue's 1 GiB.
+DEFAULT_BUDGET = 2**30
+#: A tile width is tried when its plan's FLOPs are below this fraction of the whole form's.
+TILE_FLOP_GAIN = 0.85
+#: Tile widths tried, in units of the model's tile quantum (total stride).
+WIDTH_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
+#: Tile tensors a chunk holds at once at its peak, in units of its largest (the tensor, its
+#: extended input, a reprobed copy, the op's scratch).
+TILE_TENSORS_LIVE = 4
+#: Mutants per call of brute-force ISM in the prediction (the oracle's default batch).
+NAIVE_BATCH = 256
+
+
+@dataclass
+class Candidate:
+    """One priced way of converting the model."""
+
+    form: str  # "whole", "tiled" or "brute force"
+    model: onnx.ModelProto
+    plan: Plan
+    memory: MemoryEstimate
+    seconds: float
+    tile_width: int | None = None
+    per_chunk: int | None = None
+
+    @property
+    def activations(self) -> int:
+        return self.memory.activations(1)
+
+    def describe(self) -> str:
+        shape = f" T={self.tile_width}, {self.per_chunk} tiles/chunk" if self.form != "whole" else ""
+        return f"{self.form}{shape}: predicted {self.seconds:.3g} s, {format_size(self.activations)} per sequence"
+
+
+@dataclass
+class Choice:
+    """The chosen candidate and what it was chosen over (for the plan table)."""
+
+    chosen: Candidate
+    considered: list[Candidate] = field(default_factory=list)
+    brute_force_seconds: float = 0.0
+    budget: int = DEFAULT_BUDGET
+    notes: list[str] = field(default_factory=list)
+
+
+Build = Callable[..., tuple[onnx.ModelProto, Plan]]
+
+
+def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu", forced: str | None = None,
+           tile_width: int | None = None, per_chunk: int | None = None) -> Choice:
+    """Price the candidate forms and return the fastest that fits ``budget``.
+
+    Parameters
+    ----------
+    build : callable
+        ``build(tile_width=None, tiles_per_chunk=1, brute_force=False, emit_graph=True)`` runs
+        the analysis (and the emit pass when ``emit_graph``) for one form and returns
+        ``(model, plan)`` (``model`` None without emit).
+    budget : int
+        Activations per sequence the chosen form may use (bytes).
+    provider : str
+        Whose time model prices the candidates (``cpu``; CUDA uses CPU's until calibrated).
+    forced : {"whole", "tiled", "brute-force"}, optional
+        Only consider this form (``tile_width``/``per_chunk`` fix the tiles).
+    """
+    model, plan = build(emit_graph=forced in (None, "whole"))
+    brute = predict_seconds(plan.model, provider, batch=NAIVE_BATCH) * math.ceil(plan.mutants / NAIVE_BATCH)
+    considered: list[Candidate] = []
+    if forced in (None, "whole"):
+        considered.append(_priced("whole", model, plan, provider))
+    if forced == "brute-force":
+        considered.append(_tiled(build, 1, budget, provider, brute_force=True, strict=True))
+    elif forced == "tiled" and tile_width is not None:
+        considered.append(_tiled(build, tile_width, budget, provider, per_chunk=per_chunk, strict=True))
+    elif forced in (None, "tiled") and plan.sensing == "spike":
+        whole_fits = bool(considered) and considered[0].activations <= budget
+        for width in _widths_worth_trying(build, plan, whole_fits, strict=forced == "tiled"):
+            tiled = _tiled(build, width, budget, provider, per_chunk=per_chunk)
+            if tiled is not None:
+                considered.append(tiled)
+        if forced == "tiled" and not considered:
+            from .analyze import Analysis
+            from .tiling import plan_tiling, tile_quantum
+            _tiled(build, tile_quantum(Analysis(plan)), budget, provider, strict=True)  # raises the reason
+    choice = Choice(considered[0], considered, brute, budget)
+    fitting = [c for c in considered if c.activations <= budget]
+    best = min(fitting, key=lambda c: c.seconds) if fitting else min(considered, key=lambda c: c.activations)
+    if not fitting:
+        choice.notes.append(f"no form fits the budget of {format_size(budget)} per sequence; using the one that "
+                            f"needs least ({format_size(best.activations)})")
+    if forced is None and best.seconds > brute:
+        brute_form = _tiled(build, 1, budget, provider, brute_force=True)
+        if brute_form is not None and (brute_form.activations <= budget or not fitting) \
+                and brute_form.seconds < best.seconds:
+            considered.append(brute_form)
+            choice.notes.append("the time model predicts every accelerated form slower than brute force: "
+                                "mutants are materialized at the input and run in chunks")
+            best = brute_form
+    choice.chosen = best
+    return choice
+
+
+def _priced(form: str, model: onnx.ModelProto, plan: Plan, provider: str, **shape) -> Candidate:
+    memory = plan.memory if plan.memory is not None else estimate_memory(model)
+    return Candidate(form, model, plan, memory, predict_seconds(model, provider), **shape)
+
+
+def _widths_worth_trying(build: Build, plan: Plan, whole_fits: bool, strict: bool = False) -> list[int]:
+    """Tile widths whose plans cost clearly fewer FLOPs than the whole form (any width when
+    the whole form does not fit the memory budget, or tiles are asked for), best three by FLOPs."""
+    from .analyze import Analysis
+    from .tiling import tile_quantum
+    quantum = tile_quantum(Analysis(plan))
+    base = plan.totals()["converted"]
+    scored = []
+    for step in WIDTH_STEPS:
+        width = quantum * step
+        if width >= plan.region and step > 1:
+            break
+        try:
+            _, tiled = build(tile_width=width, emit_graph=False)
+        except UnsupportedModelError:  # not tileable: the forced form reports the reason
+            return []
+        flops = tiled.totals()["converted"]
+        if flops < TILE_FLOP_GAIN * base or not whole_fits or strict:
+            scored.append((flops, width))
+    if not scored:
+        return []
+    # the fewest FLOPs, and wider tiles within 25% of them: fewer, larger batches may run faster
+    best = min(scored)[0]
+    near = sorted(width for flops, width in scored if flops <= 1.25 * best)
+    return sorted({near[0], near[len(near) // 2], near[-1]})
+
+
+def _largest_tile_tensor(plan: Plan) -> int:
+    """Bytes of one tile's largest probe tensor (or per-mutant tensor of a brute-force plan)."""
+    itemsize = np.dtype(plan.seq.dtype).itemsize
+    largest = max((st.probes * math.prod(st.dims) for st in plan.tiling.states.values()), default=0)
+    per_mutant = max((math.prod(info.shape[1:]) for info in plan.infos.values()
+                      if info.shape and len(info.shape) > 1 and None not in info.shape[1:]), default=0)
+    if not any(np_.spec.probe_form for np_ in plan.nodes):
+        largest = per_mutant * plan.subs * plan.tiling.width
+    return largest * itemsize
+
+
+def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bool = False,
+           per_chunk: int | None = None, strict: bool = False) -> Candidate | None:
+    """The tiled (or brute-force) candidate of ``width`` with ``per_chunk`` tiles per chunk, or
+    the largest chunk that fits ``budget``; None when the model cannot be tiled (``strict``:
+    raise the reason)."""
+    form = "brute force" if brute_force else "tiled"
+    try:
+        one, plan1 = build(tile_width=width, tiles_per_chunk=per_chunk or 1, brute_force=brute_force)
+    except UnsupportedModelError:
+        if strict:
+            raise
+        return None
+    tiles = plan1.tiling.tiles
+    if tiles == 1 or per_chunk is not None:
+        return _priced(form, one, plan1, provider, tile_width=width, per_chunk=plan1.tiling.per_chunk)
+    # chunk size from the one-tile graph: what it needs beyond its largest tile tensors is
+    # shared by every tile count; then checked on the emitted graph and halved until it fits
+    fixed = max(plan1.memory.activations(1) - TILE_TENSORS_LIVE * _largest_tile_tensor(plan1), 0)
+    per_tile = max(plan1.memory.activations(1) - fixed, 1)
+    per_chunk = max(1, min(tiles, (budget - fixed) // per_tile))
+    model, plan = one, plan1
+    while per_chunk > 1:
+        chunks = math.ceil(tiles / per_chunk)
+        per_chunk = math.ceil(tiles / chunks)  # equal chunks: the fewest, evenly filled
+        model, plan = build(tile_width=width, tiles_per_chunk=per_chunk, brute_force=brute_force)
+        if plan.memory.activations(1) <= budget:
+            break
+        per_chunk //= 2
+        model, plan = one, plan1
+    return _priced(form, model, plan, provider, tile_width=width, per_chunk=per_chunk)

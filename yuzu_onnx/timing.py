@@ -1,0 +1,176 @@
+"""A time model of ONNX Runtime graphs, calibrated on measured kernel times.
+
+Each node costs ``overhead + per_byte x bytes + per_flop x flops``, with coefficients per op
+type and provider fitted by ``tools/calibrate_time_model.py`` from ONNX Runtime profiles of
+converted and original models (``yuzu_onnx/data/time_model_<provider>.json``). ``bytes`` are
+the node's input and output tensors, ``flops`` its multiply-accumulates x 2 (Conv, MatMul,
+Gemm). A Loop costs its body times its trip count. The shapes come from ONNX shape inference
+at batch 1, as for the memory estimate (:mod:`yuzu_onnx.memory`).
+
+The model ranks candidate plans of one conversion (whole-sequence probes, tiles of several
+widths, brute force) and predicts brute-force ISM for the plan table; absolute times are
+approximate (machines differ), ratios are what it is for.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .memory import _subgraphs, _with_batch
+
+DATA = Path(__file__).resolve().parent / "data"
+#: Op types that share a cost curve (the ops themselves differ little in what they do per byte).
+GROUPS = {"FusedConv": "Conv", "Identity": "Reshape", "Flatten": "Reshape", "Squeeze": "Reshape",
+          "Unsqueeze": "Reshape", "Dropout": "Reshape", "Sub": "Add", "Mul": "Add", "Div": "Add",
+          "Equal": "Add", "Less": "Add", "GreaterOrEqual": "Add", "And": "Add", "Not": "Add",
+          "Sigmoid": "Relu", "Tanh": "Relu", "LeakyRelu": "Relu", "Elu": "Relu", "Softplus": "Relu",
+          "Exp": "Relu", "Erf": "Relu", "Gelu": "Relu", "Clip": "Relu", "Cast": "Relu",
+          "ReduceMean": "ReduceSum", "ReduceMax": "ReduceSum", "GlobalAveragePool": "ReduceSum",
+          "GlobalMaxPool": "ReduceSum", "AveragePool": "MaxPool", "Gemm": "MatMul"}
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """Coefficients of one op type's cost curve (seconds)."""
+
+    overhead: float
+    per_byte: float
+    per_flop: float
+
+    def seconds(self, nbytes: float, flops: float) -> float:
+        return self.overhead + self.per_byte * nbytes + self.per_flop * flops
+
+
+#: Used for ops the calibration has not seen: about what ONNX Runtime's CPU kernels do on a
+#: 2-core machine (5 us a node, 2 GB/s moved, 100 GFLOP/s).
+DEFAULT = NodeCost(5e-6, 0.5e-9, 1e-11)
+
+
+@functools.lru_cache(maxsize=4)
+def coefficients(provider: str = "cpu") -> dict[str, NodeCost]:
+    """The calibrated cost curves of ``provider`` (``cpu``), by op group; CUDA falls back to CPU's."""
+    path = DATA / f"time_model_{provider}.json"
+    if not path.exists():
+        path = DATA / "time_model_cpu.json"
+    if not path.exists():
+        return {}
+    table = json.loads(path.read_text())["ops"]
+    return {op: NodeCost(**c) for op, c in table.items()}
+
+
+def op_group(op_type: str) -> str:
+    return GROUPS.get(op_type, op_type)
+
+
+def node_flops(op_type: str, shapes: list[tuple[int, ...] | None], out: tuple[int, ...] | None,
+               group: int = 1) -> float:
+    """2 x multiply-accumulates of a Conv/ConvTranspose/MatMul/Gemm node from its shapes."""
+    if out is None or any(s is None for s in shapes[:2]):
+        return 0.0
+    if op_type in ("Conv", "FusedConv") and len(shapes) > 1:
+        w = shapes[1]
+        return 2.0 * math.prod(out) * math.prod(w[1:])
+    if op_type == "ConvTranspose" and len(shapes) > 1:
+        w = shapes[1]
+        return 2.0 * math.prod(shapes[0]) * math.prod(w[1:])
+    if op_type in ("MatMul", "Gemm") and len(shapes) > 1:
+        return 2.0 * math.prod(out) * (shapes[0][-1] if shapes[0] else 0)
+    return 0.0
+
+
+def node_features(node: onnx.NodeProto, shape: dict[str, tuple[tuple[int, ...], int]]) -> tuple[str, float, float]:
+    """(op group, bytes read and written, flops) of a node; ``shape`` maps tensor -> (dims, itemsize)."""
+    ins = [shape.get(n) for n in node.input if n]
+    outs = [shape.get(n) for n in node.output if n]
+    nbytes = sum(math.prod(d) * size for d, size in filter(None, ins + outs))
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    flops = node_flops(node.op_type, [s[0] if s else None for s in ins], outs[0][0] if outs and outs[0] else None,
+                       group)
+    return op_group(node.op_type), float(nbytes), flops
+
+
+def _shapes(graph: onnx.GraphProto, into: dict) -> None:
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and tt.elem_type and all(d.HasField("dim_value") for d in tt.shape.dim):
+            into[vi.name] = (tuple(d.dim_value for d in tt.shape.dim),
+                             helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize)
+    for t in graph.initializer:
+        into[t.name] = (tuple(t.dims), helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _shapes(sub, into)
+
+
+def predict_seconds(model: onnx.ModelProto, provider: str = "cpu", batch: int = 1) -> float:
+    """Predicted seconds of one run of ``model`` on ``batch`` sequences."""
+    fixed = _with_batch(model, batch)
+    shape: dict = {}
+    _shapes(fixed.graph, shape)
+    for t in model.graph.initializer:  # _with_batch turned large ones into inputs
+        shape[t.name] = (tuple(t.dims), helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
+    constants = {t.name for t in model.graph.initializer}
+    return _graph_seconds(fixed.graph, shape, coefficients(provider), constants, fixed)
+
+
+def _graph_seconds(graph: onnx.GraphProto, shape: dict, table: dict[str, NodeCost], constants: set[str],
+                   model: onnx.ModelProto) -> float:
+    total = 0.0
+    for node in graph.node:
+        if node.input and all(n in constants for n in node.input if n) and not _subgraphs(node):
+            constants.update(node.output)  # folded at session creation
+            continue
+        if node.op_type == "Loop":
+            trips = next((np.asarray(onnx.numpy_helper.to_array(t)).reshape(-1)[0] for t in model.graph.initializer
+                          if t.name == node.input[0]), 1)
+            body = _graph_seconds(_subgraphs(node)[0], shape, table, set(constants), model)
+            total += int(trips) * (body + table.get("Loop", DEFAULT).overhead)
+            continue
+        group, nbytes, flops = node_features(node, shape)
+        total += table.get(group, DEFAULT).seconds(nbytes, flops)
+    return total
+
+
+def fit(samples: list[tuple[str, float, float, float]], min_samples: int = 4) -> dict[str, NodeCost]:
+    """Fit cost curves from ``(op group, bytes, flops, seconds)`` samples: least squares per
+    group with non-negative coefficients (a negative one is dropped and the rest refitted);
+    groups with fewer than ``min_samples`` samples are left out (they use :data:`DEFAULT`)."""
+    by: dict[str, list] = {}
+    for group, nbytes, flops, seconds in samples:
+        by.setdefault(group, []).append((nbytes, flops, seconds))
+    table = {}
+    for group, rows in by.items():
+        if len(rows) < min_samples:
+            continue
+        a = np.array(rows, dtype=np.float64)
+        columns = [0, 1, 2] if a[:, 1].any() else [0, 1]
+        coef = _nonnegative_fit(a, columns)
+        table[group] = NodeCost(*coef)
+    return table
+
+
+def _nonnegative_fit(a: np.ndarray, columns: list[int]) -> list[float]:
+    """Coefficients ``[overhead, per_byte, per_flop]`` of ``seconds ~ [1, bytes, flops]`` by
+    least squares on absolute seconds (the large kernels, which set the wall time, dominate),
+    none negative."""
+    design = np.stack([np.ones(len(a)), a[:, 0], a[:, 1]], axis=1)
+    weight = np.ones(len(a))
+    active = list(columns)
+    while True:
+        coef = np.zeros(3)
+        sol, *_ = np.linalg.lstsq(design[:, active] * weight[:, None], a[:, 2] * weight, rcond=None)
+        coef[active] = sol
+        negative = [c for c in active if coef[c] < 0]
+        if not negative:
+            return [float(c) for c in coef]
+        active.remove(negative[0])
+        if not active:
+            return [float(np.median(a[:, 2])), 0.0, 0.0]
