@@ -1,0 +1,114 @@
+"""Every form of the converted graph against the brute-force oracle: tiles of several widths
+and chunk sizes (windows, halos, out-of-range padding, the switch to materialized mutants where
+windows would span a tensor), and brute force in chunks, on every committed reference model
+(both exporters), the full region and sub-regions touching both ends, both substitution modes,
+batch 2 (see test_convert.py for the whole-sequence form that ``auto`` picks on these models).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import MANIFEST, BATCH, cached_naive, make_input, manifest_params, model_path, one_length_per_model, \
+    original_outputs, regions
+from test_convert import _check_against_naive
+from yuzu_onnx import convert, run_ism
+from yuzu_onnx.analyze import Analysis
+from yuzu_onnx.convert import plan_conversion
+from yuzu_onnx.errors import UnsupportedModelError
+from yuzu_onnx.tiling import tile_quantum
+
+#: the reference models of models/zoo.py (the manifest also lists ecosystem models, tested elsewhere)
+ZOO = {"onelayer", "toynet", "basset", "deepsea", "factorized_basset", "bpnet", "bpnet9", "chrombpnet_mini",
+       "basenji", "attention", "keras_conv1d"}
+ENTRIES = [e for e in one_length_per_model() if e["model"] in ZOO]
+
+
+@functools.lru_cache(maxsize=None)
+def quantum(file: str) -> int:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tile_quantum(Analysis(plan_conversion(str(model_path({"file": file})))))
+
+
+@functools.lru_cache(maxsize=None)
+def converted(file: str, start: int, end: int, subs: str, form: str, width: int | None, per_chunk: int | None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert(str(model_path({"file": file})), start=start, end=end, substitutions=subs, form=form,
+                       tile_width=width, tiles_per_chunk=per_chunk, return_plan=True)
+
+
+def _cases():
+    for entry in manifest_params(ENTRIES):
+        for form, steps, per_chunk in (("tiled", 1, 1), ("tiled", 3, 2), ("brute-force", None, None)):
+            for region in ("full", "middle", "first", "last"):
+                for subs, kind in (("alt", "onehot"), ("all", "n_soft")):
+                    if subs == "all" and region != "middle":
+                        continue
+                    label = f"{entry.id}-{form}{steps or ''}x{per_chunk or ''}-{region}-{subs}"
+                    yield pytest.param(entry.values[0], form, steps, per_chunk, region, subs, kind, id=label)
+
+
+@pytest.mark.parametrize(("entry", "form", "steps", "per_chunk", "region", "subs", "kind"), list(_cases()))
+def test_form_matches_naive(entry, form, steps, per_chunk, region, subs, kind):
+    start, end = regions(entry["length"])[region]
+    width = None if steps is None else steps * quantum(entry["file"])
+    model, plan = converted(entry["file"], start, end, subs, form, width, per_chunk)
+    assert plan.tiling is not None, "tiled and brute-force forms run in a Loop over chunks"
+    if form == "brute-force":
+        assert not any(np_.spec.probe_form for np_ in plan.nodes)
+    X = make_input(entry, kind, start, end)
+    result = run_ism(model, X, batch_size=BATCH)
+    naive = cached_naive(entry, kind, start, end)
+    original = original_outputs(model_path(entry), X)
+    _check_against_naive(result, naive, original, X, start, end, f"{entry['file']} {form} T={width} c={per_chunk} "
+                                                                   f"{subs} [{start}, {end}) {kind}")
+
+
+def test_tiles_cut_the_work_of_a_sub_region():
+    """A deep dilated model with a central region: tiles approach the floor, the whole form does not."""
+    entry = next(e for e in MANIFEST if e["model"] == "chrombpnet_mini")
+    length = entry["length"]
+    path = str(model_path(entry))
+    whole = plan_conversion(path, start=length // 2 - 10, end=length // 2 + 10)
+    tiled = plan_conversion(path, start=length // 2 - 10, end=length // 2 + 10, tile_width=2)
+    w, t = whole.totals(), tiled.totals()
+    assert t["floor"] == w["floor"]
+    assert t["converted"] < w["converted"]
+    assert t["converted"] <= 1.6 * t["floor"], (t, w)
+
+
+def test_tile_width_must_follow_the_stride():
+    entry = next(e for e in MANIFEST if e["model"] == "basset")
+    with pytest.raises(UnsupportedModelError, match="not a multiple of its stride"):
+        plan_conversion(str(model_path(entry)), tile_width=5)
+
+
+def test_chunks_follow_the_memory_budget():
+    entry = next(e for e in MANIFEST if e["model"] == "bpnet9")
+    path = str(model_path(entry))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, small = convert(path, form="tiled", tile_width=4, max_memory="2M", return_plan=True)
+        _, large = convert(path, form="tiled", tile_width=4, max_memory="64M", return_plan=True)
+    assert small.tiling.per_chunk < large.tiling.per_chunk
+    assert small.memory.activations(1) <= 2 * 2**20 or small.tiling.per_chunk == 1
+    assert large.memory.activations(1) <= 64 * 2**20
+
+
+def test_auto_reports_the_forms_it_priced():
+    entry = next(e for e in MANIFEST if e["model"] == "chrombpnet_mini")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, plan = convert(str(model_path(entry)), start=80, end=120, return_plan=True)
+    choice = plan.choice
+    assert choice.chosen in choice.considered and choice.brute_force_seconds > 0
+    assert {c.form for c in choice.considered} >= {"whole", "tiled"}
+    fitting = [c for c in choice.considered if c.activations <= choice.budget]
+    assert choice.chosen.seconds == min(c.seconds for c in fitting)
+    assert np.isfinite(choice.chosen.seconds)
