@@ -39,8 +39,13 @@ from yuzu_onnx import convert, naive_ism, run_ism
 EDGE = 3  # positions checked separately at each end of a region
 
 
+#: entries whose original ONNX Runtime can run (the oracle); the others (dilated Convs with auto_pad
+#: SAME_*) are checked against their canonicalized model in tests/test_canonical_shapes.py
+RUNNABLE = [e for e in MANIFEST if e.get("ort_runs", True)]
+
+
 def _cases():
-    for entry in manifest_params():
+    for entry in manifest_params(RUNNABLE):
         for subs in ("alt", "all"):
             for region in ("full", "middle", "first", "last"):
                 for kind in ("onehot",) if subs == "alt" else ("onehot", "n_soft"):
@@ -106,7 +111,7 @@ def _gaussian_stats(result, naive):
     return stats
 
 
-@pytest.mark.parametrize("entry", manifest_params())
+@pytest.mark.parametrize("entry", manifest_params(RUNNABLE))
 def test_gaussian_correlates_with_naive(entry, record_property):
     length = entry["length"]
     X = make_input(entry, "onehot", 0, length)

@@ -45,12 +45,13 @@ def cumsum_model() -> onnx.ModelProto:
     return _model("cumsum", nodes, [C2, L], inits)
 
 
-def softmax_model() -> onnx.ModelProto:
-    """Conv -> Softmax over the channel axis -> Conv."""
+def softmax_model(op: str = "Softmax", axis: int = 1) -> onnx.ModelProto:
+    """Conv -> Softmax over the channel axis (position-local: accelerated) -> Conv; with
+    ``op="Hardmax", axis=2`` an op over the length that no rule accelerates."""
     rng = np.random.default_rng(12)
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[2, 2], kernel_shape=[K1], name="conv1"),
-        helper.make_node("Softmax", ["c1"], ["sm"], axis=1, name="softmax"),
+        helper.make_node(op, ["c1"], ["sm"], axis=axis, name=op.lower()),
         helper.make_node("Conv", ["sm", "w2", "b2"], ["y"], pads=[1, 1], kernel_shape=[K2], name="conv2"),
     ]
     inits = {"w1": weight(rng, (C1, A, K1), 1.0), "b1": weight(rng, C1, 0.5), "w2": weight(rng, (C2, C1, K2), 1.0),
@@ -83,7 +84,7 @@ def reducel2_model(batch="N") -> onnx.ModelProto:
 
 MODELS = {
     "cumsum": (cumsum_model, "CumSum"),
-    "softmax": (softmax_model, "Softmax"),
+    "hardmax": (lambda: softmax_model("Hardmax", 2), "Hardmax"),
     "reducel2": (reducel2_model, "ReduceL2"),
     "reducel2_batch1": (lambda: reducel2_model(batch=1), "ReduceL2"),
 }

@@ -69,10 +69,19 @@ def test_constant_with_a_batch_axis_declines():
     assert "broadcasts along the batch axis" in reasons(np_)
 
 
-def test_operand_broadcast_along_the_length_declines():
+def test_operand_broadcasting_the_channels_is_elementwise():
     net = Net()
     c = net.conv("x", 4, 1, 3, pads=[1, 1])  # (N, 1, L)
     wide = net.op("Add", [c, net.const(np.ones((1, 6, 1), np.float32))])  # -> (N, 6, L)
+    plan = plan_of(net, wide)
+    assert node_of(plan, wide).rule == "elementwise"
+    assert state(plan, wide).dims == (6, 20) and interval(state(plan, wide)) == interval(state(plan, c))
+
+
+def test_operand_adding_axes_before_the_batch_declines():
+    net = Net()
+    c = net.conv("x", 4, 6, 3, pads=[1, 1])  # (N, 6, L)
+    wide = net.op("Add", [c, net.const(np.ones((2, 1, 1, 1), np.float32))])  # -> (2, N, 6, L)
     np_ = node_of(plan_of(net, wide), wide)
     assert np_.rule == "fallback"
     assert "another input broadcasts it" in reasons(np_)

@@ -53,8 +53,7 @@ def test_reduce_over_channels_is_not_an_exit():
     net = Net()
     y = net.op("ReduceMean", [conv_relu(net)], axes=[1], keepdims=1)
     np_ = node_of(plan_of(net, y, 12), y)
-    assert np_.rule == "fallback"
-    assert "works over axes [1]" in reasons(np_) and "not the sequence axis" in reasons(np_)
+    assert np_.rule == "position-local"  # tests/rules/test_rule_position_local.py
 
 
 def test_reduce_over_the_batch_axis_declines():
@@ -63,10 +62,12 @@ def test_reduce_over_the_batch_axis_declines():
     assert "reduces over the batch axis" in reasons(node_of(plan_of(net, y, 12), y))
 
 
-def test_softmax_over_channels_declines_with_its_axis():
+def test_reduction_over_channels_and_length_gives_both_families_reasons():
     net = Net()
-    y = net.op("Softmax", [conv_relu(net)], axis=1)
-    assert "works over axes [1]" in reasons(node_of(plan_of(net, y, 12), y))
+    y = net.op("ReduceLogSumExp", [conv_relu(net)], axes=[1, 2], keepdims=1)
+    text = reasons(node_of(plan_of(net, y, 12), y))
+    assert "reduce-exit: it reduces axes [1]" in text and "besides the sequence axis" in text
+    assert "position-local: it works over axes [1, 2]" in text
 
 
 def test_op_without_a_rule_falls_back_and_later_nodes_run_per_mutant():

@@ -56,13 +56,13 @@ def test_transpose_of_the_batch_axis_declines():
     assert "moves the batch axis" in reasons(np_)
 
 
-def test_concat_with_a_constant_declines():
+def test_concat_with_a_constant_of_another_batch_declines():
     net = Net()
     c = net.conv("x", 4, 6, 3, pads=[1, 1])
-    cat = net.op("Concat", [c, net.const(np.zeros((1, 2, 12), np.float32))], axis=1)
+    cat = net.op("Concat", [c, net.const(np.zeros((2, 2, 12), np.float32))], axis=1)
     np_ = node_of(plan_of(net, cat, 12), cat)
     assert np_.rule == "fallback"
-    assert "concatenates the sequence-independent tensor" in reasons(np_)
+    assert "has a batch axis of 2, neither 1 nor the batch" in reasons(np_)
 
 
 def test_concat_along_the_length_concatenates_supports():

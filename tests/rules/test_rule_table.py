@@ -11,8 +11,8 @@ from yuzu_onnx.rules.base import FORMS, Rule, no_flops
 
 
 def test_every_rule_is_complete_and_reachable_by_name():
-    assert set(rules.RULES) == {"reference", "elementwise", "window", "positional", "flatten", "dense-exit",
-                                "reduce-exit", "exit", "per-mutant", "fallback"}
+    assert set(rules.RULES) == {"reference", "elementwise", "window", "positional", "position-local", "flatten",
+                                "dense-exit", "reduce-exit", "exit", "per-mutant", "fallback"}
     for name, rule in rules.RULES.items():
         assert rules.rule_named(name) is rule
         assert rule.label and rule.form in FORMS and callable(rule.flops)

@@ -13,16 +13,19 @@ if none does the node falls back with every family's reason.
 
 from __future__ import annotations
 
-from . import dense_exit, elementwise, materialized, positional, reduce_exit, reference, window
+from . import (dense_exit, elementwise, materialized, position_local, positional, reduce_exit, reference,
+               static_shape, window)
 from .base import Check, Decline, Rule
 from ..errors import InternalError
 
 #: Rule families, in the order their checks are tried on an op several of them know.
 FAMILIES = (
     reference,
+    static_shape,
     elementwise,
     window,
     positional,
+    position_local,
     dense_exit,
     reduce_exit,
     materialized,

@@ -1,13 +1,17 @@
 """Positional rules: ops that move, select or concatenate positions and axes without mixing
-them (Transpose, Squeeze, Unsqueeze, Slice, Pad, Concat, and Reshape/Flatten that only add or
-drop unit axes).
+them (Transpose, Squeeze, Unsqueeze, Slice, Pad, Concat, and Reshape/Flatten that keep the
+sequence axis and only regroup the axes before and after it: unit axes, channel splits).
 
 Delta math. Output position ``j`` copies one input position ``source[j]`` (or a constant), so
 a mutant changes ``j`` iff it changes ``source[j]``: the support is re-indexed,
 ``lo_out[j] = lo_in[source[j]]``, and the op is exact on probes (each probe is a hybrid
 sequence; copying positions keeps it one). Concat along the sequence axis concatenates the
-supports; along channels it takes their union. The sequence axis is tracked through axis moves,
-so channels-last (NLC) models stay accelerated.
+supports; along channels it takes their union. A Concat may also take tensors that do not
+depend on the sequence (a side input such as BPNet's control tracks, a reference tensor, a
+constant with a batch of 1): they are the same for every mutant, so they are repeated over the
+probes (in a tiled plan cut to each tile's window, :func:`reference_on_probes`), and along the
+sequence axis their positions are reached by no mutation. The sequence axis is tracked through
+axis moves, so channels-last (NLC) models stay accelerated.
 
 Each layout function maps the logical shape and sequence axis of its input(s) to the output's,
 or returns a reason string when the op touches the batch axis (or anything this module does not
@@ -23,7 +27,7 @@ import numpy as np
 import onnx
 
 from ..emit.probes import clone_on_probes
-from ..ops import attr
+from ..ops import attr, prod
 from ..plan import NodePlan, SeqState, TileWindow
 from ..support import Support
 from ..tile_geometry import aligned, union_in
@@ -217,19 +221,10 @@ def check_positional(a: "Analysis", node: onnx.NodeProto, dep: list[str]) -> Nod
     ins: list[SeqState] = [states[n] for n in dep]
     layouts = [Layout(st.dims, st.seq_axis) for st in ins]
     if op == "Concat":
-        other = [n for n in node.input if n and n not in dep]
-        if other:
-            return decline(f"it concatenates the sequence-independent tensor {other[0]!r} with sequence tensors")
-        lay = concat(node, layouts)
-        if isinstance(lay, str):
-            return decline(lay)
-        axis = attr(node, "axis", 1) % (len(lay.dims) + 1)
-        if axis == lay.seq_axis:
-            support = concat_supports([st.support for st in ins])
-        else:
-            support = ins[0].support
-            for st in ins[1:]:
-                support = support.union(st.support)
+        result = _concat_with_references(a, node, dep)
+        if isinstance(result, str):
+            return decline(result)
+        lay, support = result
     else:
         if dep != [node.input[0]]:
             return decline(f"its parameter input {next(n for n in dep if n != node.input[0])!r} depends on "
@@ -250,8 +245,48 @@ def check_positional(a: "Analysis", node: onnx.NodeProto, dep: list[str]) -> Nod
     return NodePlan(node, POSITIONAL, width=support.max_width)
 
 
+def _concat_with_references(a: "Analysis", node: onnx.NodeProto, dep: list[str]) -> tuple[Layout, Support] | str:
+    """Layout and support of a Concat of sequence tensors and sequence-independent tensors
+    (constants, side inputs, reference tensors: the same for every mutant, so repeated over
+    the probes). Along channels the support is the union of the sequence tensors'; along the
+    length the sequence-independent parts are positions no mutation reaches."""
+    states = a.plan.states
+    ins: list[SeqState] = [states[n] for n in dep]
+    lay = concat(node, [Layout(st.dims, st.seq_axis) for st in ins])
+    if isinstance(lay, str):
+        return lay
+    rank = len(lay.dims) + 1
+    axis = attr(node, "axis", 1) % rank
+    parts = []
+    for name in node.input:
+        if name in dep:
+            parts.append(states[name].support)
+            continue
+        shape = a.shape(name)
+        if shape is None or len(shape) != rank or None in shape[1:]:
+            return (f"the shape of its sequence-independent input {name!r} is not known statically with the "
+                    f"rank {rank} ({shape_text(shape)})")
+        if name not in a.plan.side and shape[0] != 1:
+            return (f"its sequence-independent input {name!r} {shape_text(shape)} has a batch axis of "
+                    f"{shape[0]}, neither 1 nor the batch")
+        parts.append(Support.for_input(int(shape[lay.seq_axis]), 0, 0))  # no mutation reaches it
+    out_shape = a.shape(node.output[0])
+    if out_shape is None or None in out_shape[1:]:
+        return f"the shape of its output {node.output[0]!r} is not known statically ({shape_text(out_shape)})"
+    lay = Layout(tuple(int(d) for d in out_shape[1:]), lay.seq_axis)
+    if axis == lay.seq_axis:
+        return lay, concat_supports(parts)
+    support = ins[0].support
+    for st in ins[1:]:
+        support = support.union(st.support)
+    return lay, support
+
+
 def check_unit_reshape(a: "Analysis", node: onnx.NodeProto, dep: list[str]) -> NodePlan | Decline:
-    """A Reshape or Flatten that only inserts or removes size-1 axes: the sequence axis moves."""
+    """A Reshape or Flatten that keeps the batch and the sequence axis and only regroups the
+    axes before it and the axes after it (adding or dropping unit axes, splitting or merging
+    channel axes): each position's values stay at that position, so the sequence axis moves
+    and the support is unchanged."""
     x = node.input[0]
     st: SeqState = a.plan.states[x]
     out_shape = a.shape(node.output[0])
@@ -263,20 +298,23 @@ def check_unit_reshape(a: "Analysis", node: onnx.NodeProto, dep: list[str]) -> N
     seq_axis = unit_axes_reshape(st, out_shape[1:])
     if seq_axis is None:
         return decline(f"it reshapes {shape_text(st.dims)} into {shape_text(out_shape[1:])}, which does more "
-                       "than add or drop unit axes")
+                       "than regroup the axes before and after the sequence axis")
     a.plan.states[node.output[0]] = a.seq_state(st.support, seq_axis, out_shape[1:])
     return NodePlan(node, POSITIONAL, width=st.support.max_width)
 
 
 def unit_axes_reshape(st: SeqState, out_dims) -> int | None:
-    """Sequence axis after a reshape that only inserts or removes size-1 axes, else None."""
-    if st.dims[st.seq_axis - 1] == 1:
+    """Sequence axis after a reshape that keeps the sequence axis and regroups the axes on
+    either side of it (the products before and after it are unchanged, row-major order keeps
+    every position's values together), else None (also when that axis is ambiguous)."""
+    length = st.dims[st.seq_axis - 1]
+    if length == 1:
         return None
-    kept_in = [(ax, d) for ax, d in enumerate(st.dims, start=1) if d != 1]
-    kept_out = [(ax, d) for ax, d in enumerate(out_dims, start=1) if d != 1]
-    if [d for _, d in kept_in] != [d for _, d in kept_out]:
-        return None
-    return kept_out[[ax for ax, _ in kept_in].index(st.seq_axis)][0]
+    before, after = prod(st.dims[:st.seq_axis - 1]), prod(st.dims[st.seq_axis:])
+    out_dims = [int(d) for d in out_dims]
+    found = [k for k, d in enumerate(out_dims)
+             if d == length and prod(out_dims[:k]) == before and prod(out_dims[k + 1:]) == after]
+    return found[0] + 1 if len(found) == 1 else None
 
 
 # ----------------------------------------------------------------------------- tiles
@@ -291,10 +329,11 @@ def seq_source(node: onnx.NodeProto, a, x: str) -> np.ndarray | None:
 
 
 def tile_positional(t: "TileGeometry", np_: NodePlan) -> Decline | None:
-    """Tiled form. Axis moves and unit reshapes keep the window. A crop (Slice with step 1)
-    and a constant Pad only renumber positions, so the window moves and nothing is copied
+    """Tiled form. Axis moves and regrouping reshapes keep the window. A crop (Slice with step
+    1) and a constant Pad only renumber positions, so the window moves and nothing is copied
     (a Pad also sets the positions that become its padding). Concat along channels takes the
-    inputs' hull window; along the length it would need two windows and is not tiled."""
+    hull window of its sequence inputs (its other operands are cut to it when emitted); along
+    the length it would need two windows and is not tiled."""
     node = np_.node
     out = node.output[0]
     op = node.op_type
@@ -302,7 +341,7 @@ def tile_positional(t: "TileGeometry", np_: NodePlan) -> Decline | None:
         full = t.full(out)
         if attr(node, "axis", 1) % (len(full.dims) + 1) == full.seq_axis:
             return decline("it concatenates along the sequence axis (two windows per tile)")
-        seqs = [n for n in node.input if n]
+        seqs = [n for n in node.input if n in t.states]  # other operands are cut to the window when emitted
         hull = aligned(t, seqs)
         if isinstance(hull, str):
             return decline(hull)
@@ -330,8 +369,14 @@ def tile_positional(t: "TileGeometry", np_: NodePlan) -> Decline | None:
 def emit_positional(ctx: "EmitContext", np_: NodePlan) -> None:
     """The original node on the probes; in a tiled plan a crop or pad along the sequence only
     renumbers window positions (nothing to copy; a Pad sets the positions that become its
-    padding), and a unit reshape is re-targeted to the window's dims."""
-    if ctx.tiling is None or np_.node.op_type in ("Transpose", "Squeeze", "Unsqueeze", "Concat"):
+    padding), and a reshape is re-targeted to the window's dims (also in the whole-sequence
+    form when its target is computed: it may hold the batch size, not the probes'). A Concat
+    lays its sequence-independent operands out like the probes."""
+    if np_.node.op_type == "Concat":
+        clone_with_references(ctx, np_, [n for n in np_.node.input if n and not ctx.is_seq(n)])
+        return
+    computed_target = np_.node.op_type == "Reshape" and ctx.plan_const(np_.node.input[1]) is None
+    if (ctx.tiling is None and not computed_target) or np_.node.op_type in ("Transpose", "Squeeze", "Unsqueeze"):
         clone_on_probes(ctx, np_)
         return
     from ..emit.probes import reprobe
@@ -394,6 +439,114 @@ def _pad_on_tiles(ctx: "EmitContext", np_: NodePlan, folded: str) -> str:
         inputs = [result, b.ints(other)] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
         result = b.op("Pad", inputs, "tile_pad_other", mode="constant")
     return result
+
+
+# ----------------------------------------------------------------------------- reference operands
+
+
+def seq_axis_of_operand(plan, name: str, out: str) -> int | None:
+    """Axis of operand ``name`` that numpy broadcasting aligns with the sequence axis of the
+    probe-form tensor ``out`` (``None`` when the operand has no such axis)."""
+    full = plan.states[out]
+    info = plan.infos.get(name)
+    shape = (info.shape if info is not None else None) or []
+    axis = len(shape) - (len(full.dims) + 1 - full.seq_axis)
+    return axis if 0 <= axis < len(shape) else None
+
+
+def varies_along_sequence(plan, name: str, out: str) -> bool:
+    """Whether the sequence-independent operand ``name`` has more than one value along the
+    sequence axis of ``out`` (a tiled plan then cuts it to each tile's window)."""
+    axis = seq_axis_of_operand(plan, name, out)
+    return axis is not None and plan.infos[name].shape[axis] != 1
+
+
+def clone_with_references(ctx: "EmitContext", np_: NodePlan, windowed: list[str]) -> None:
+    """:func:`~yuzu_onnx.emit.probes.clone_on_probes`, except that the sequence-independent
+    operands ``windowed`` are laid out like the probes by :func:`reference_on_probes` (a
+    Concat's operands, side tensors with a static batch of 1, and in a tiled plan operands
+    that vary along the sequence axis, cut to each tile's window)."""
+    if not windowed:
+        clone_on_probes(ctx, np_)
+        return
+    from dataclasses import replace
+
+    from ..emit.probes import probe_inputs
+    node = np_.node
+    blanked = onnx.NodeProto()
+    blanked.CopyFrom(node)
+    for i, name in enumerate(node.input):
+        if name in windowed:
+            blanked.input[i] = ""  # probe_inputs passes it through untouched
+    inputs = probe_inputs(ctx, replace(np_, node=blanked))
+    for i, name in enumerate(node.input):
+        if name in windowed:
+            inputs[i] = reference_on_probes(ctx, name, node.output[0], np_.probes)
+    out = ctx.b.fresh(f"probe_{node.op_type.lower()}")
+    ctx.b.clone(node, inputs, [out], "probe")
+    ctx.probe[(node.output[0], np_.probes)] = out
+
+
+def batch_size(ctx: "EmitContext") -> str:
+    """``(1,)`` int64: the number of sequences ``N`` of this call (from the sequence input;
+    in a tiled plan computed outside the Loop)."""
+    key = ("batch_n",)
+    if key not in ctx.cache:
+        b = ctx.b
+
+        def emit() -> str:
+            shape = b.op("Shape", [ctx.plan.seq.name], "seq_shape")
+            return b.op("Slice", [shape, b.ints([0]), b.ints([1])], "batch_n")
+
+        if ctx.tiling is None:
+            ctx.cache[key] = emit()
+        else:
+            with b.into(ctx.outer_nodes):
+                ctx.cache[key] = emit()
+    return ctx.cache[key]
+
+
+def reference_on_probes(ctx: "EmitContext", name: str, out: str, probes: int) -> str:
+    """A sequence-independent operand of a probe-form node, laid out like the probes:
+    ``(N * P, *dims)`` (tiled: ``(N * per_chunk * P, *dims)`` with the sequence axis cut to each
+    tile's window of ``out``, positions outside the tensor clipped to its ends: the values there
+    are replaced before any op reads across positions). ``name`` has the rank of ``out``
+    (fewer leading axes are added), a batch axis of 1 or ``N``, and, along the sequence axis,
+    1 or the full length of ``out``."""
+    key = ("ref_on_probes", name, out, probes)
+    if key in ctx.cache:
+        return ctx.cache[key]
+    b, plan = ctx.b, ctx.plan
+    full = plan.states[out]
+    rank = len(full.dims) + 1
+    shape = list(plan.infos[name].shape)
+    value = name if len(shape) == rank else b.unsqueeze(name, list(range(rank - len(shape))), "ref_rank")
+    shape = [1] * (rank - len(shape)) + shape
+    dims = [int(d) for d in shape[1:]]
+    if ctx.tiling is None:
+        per_tile = b.unsqueeze(value, [1], "ref_b")  # (B, 1, *dims)
+        target = b.op("Concat", [batch_size(ctx), b.ints([probes] + [1] * len(dims))], "ref_target", axis=0)
+    else:
+        from ..emit.tiles import positions
+        axis = full.seq_axis
+        if dims[axis - 1] != 1:
+            width = ctx.seq(out).dims[axis - 1]
+            pos = positions(ctx, out, 0, width - 1)  # (c, W)
+            clipped = b.op("Clip", [pos, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
+                                    b.const(np.array(dims[axis - 1] - 1, dtype=np.int64), dtype=np.int64)],
+                           "ref_pos")
+            gathered = b.op("Gather", [value, clipped], "ref_window", axis=axis)  # (B, .., c, W, ..)
+            perm = [0, axis] + [ax for ax in range(1, rank + 1) if ax != axis]
+            value = b.transpose(gathered, perm, "ref_window_t")  # (B, c, *window dims)
+            dims[axis - 1] = width
+        else:
+            value = b.unsqueeze(value, [1], "ref_tile")  # (B, 1, *dims)
+        per_tile = b.unsqueeze(value, [2], "ref_b")  # (B, c or 1, 1, *dims)
+        target = b.op("Concat", [batch_size(ctx), b.ints([ctx.tiling.per_chunk, probes] + [1] * len(dims))],
+                      "ref_target", axis=0)
+    expanded = b.op("Expand", [per_tile, target], "ref_probes")
+    ctx.cache[key] = b.reshape(expanded, [-1, *dims], "ref_probes")
+    return ctx.cache[key]
 
 
 POSITIONAL = Rule("positional", "probe positional", "probe", no_flops, emit_positional, tile=tile_positional)

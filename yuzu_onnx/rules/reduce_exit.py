@@ -75,7 +75,7 @@ def check_reduction(a: "Analysis", node: onnx.NodeProto, dep: list[str]) -> Node
         return decline("it reduces over the batch axis")
     if st.seq_axis not in axes:
         return decline(f"it works over axes {sorted(axes)} of {x!r} {shape_text(st.dims)}, not the sequence axis "
-                       f"{st.seq_axis} (an op over channels at each position)")
+                       f"{st.seq_axis} (an op over channels at each position: the position-local family's case)")
     if not axes <= unit | {st.seq_axis}:
         return decline(f"it reduces axes {sorted(axes - unit - {st.seq_axis})} of {x!r} {shape_text(st.dims)} "
                        "besides the sequence axis")
