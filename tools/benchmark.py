@@ -1,10 +1,21 @@
-"""Benchmark exact ISM: naive ISM in ONNX Runtime against the converted yuzu-onnx graph.
+"""Benchmark exact ISM: the converted yuzu-onnx graph against naive ISM in ONNX Runtime and a peer.
 
 For each model the script converts the ONNX file (timed), creates one ONNX Runtime session for
-the original model (naive ISM, :func:`yuzu_onnx.oracle.naive_ism`) and one for the converted
-model, with the same provider and session options, warms both up, and times ``--repeats`` runs
-of each, round-robin (naive, converted, naive, ...) so that a machine whose load drifts slows
-both alike. Medians are reported next to every individual run.
+the original model (naive ISM, :func:`yuzu_onnx.oracle.naive_ism`, at each of ``--naive-batches``
+mutants per call; the fastest is the naive figure) and one for the converted model, with the
+same provider and session options, warms both up, and times ``--repeats`` runs of each,
+round-robin (naive at each batch size, converted, peers, naive, ...) so that a machine whose load
+drifts slows all alike. Medians are reported next to every individual run.
+
+Peers (``--peers``, needs the ``bench`` extra): tangermeme's ``saturation_mutagenesis`` on the
+PyTorch model the ONNX file was exported from, ``fast=True`` (fastISM windowing over a
+``torch.export`` capture; tangermeme itself falls back to ``fast=False`` when the job would take
+under 30 s or the capture fails, and the report says which path ran) and ``fast=False``, on the
+same sequences and region as naive ISM, all substitutions (``raw_outputs=True``). Their ``y_hat``
+is compared with the converted graph's ``y_ism`` (max abs diff). PyTorch models exist for the
+zoo models (``models/zoo.py``) and the ecosystem models (``models/ecosystem.py``: bpnet-lite
+``BPNet``/``ChromBPNet``, gReLU ``ConvModel``/``DilatedConvModel``/``BorzoiModel``, exported by
+``tools/export_ecosystem.py`` into ``models/generated/`` when missing); not for ``--model-file``.
 
 Naive ISM is timed on ``--naive-seqs`` sequences only and scaled linearly to the batch ``B``
 (it is already batched over mutants, so its time is linear in sequences); the report says which
@@ -19,6 +30,12 @@ Examples
 Batch 1 on all four reference models (exported to ``models/generated/`` when missing)::
 
     python tools/benchmark.py --batches 1 --repeats 3
+
+The ecosystem models (bpnet-lite's and ChromBPNet's central 1000 of 2114 positions mutated),
+with tangermeme as the peer::
+
+    python tools/benchmark.py --models bpnet_lite chrombpnet_lite grelu_conv grelu_dilated grelu_borzoi \
+        --batches 1 --repeats 3
 
 Batch 64 (or the largest that fits), naive measured on one sequence, with a profile::
 
@@ -60,6 +77,7 @@ from yuzu_onnx.providers import EXACT_CUDA_OPTIONS  # noqa: E402
 from yuzu_onnx.convert import convert
 from yuzu_onnx.load import find_sequence_input
 from yuzu_onnx.oracle import naive_ism
+from yuzu_onnx.seqio import random_one_hot
 
 if TYPE_CHECKING:
     from yuzu_onnx.analyze import Plan
@@ -77,6 +95,14 @@ TARGETS = {"basset": 12.0, "factorized_basset": 24.0, "deepsea": 7.0, "bpnet": 1
 # The differences are within the noise of a shared machine (a second round under load was
 # inconclusive: 14.7-24 s for every size); 64 was fastest.
 NAIVE_BATCH = 64
+# Mutants per naive call tried by default; the fastest (median) is reported as naive ISM.
+NAIVE_BATCHES = (64, 256, 1024)
+# Peers: name -> tangermeme's `fast` argument.
+PEERS = {"tangermeme_fast": True, "tangermeme": False}
+PEER_BATCH = 32  # tangermeme's own default batch_size
+# Exporter tried first for an ecosystem model, and the one used where its file does not run in
+# ONNX Runtime (TorchScript writes dilated "same" convs as auto_pad=SAME_UPPER, which ORT refuses).
+ECOSYSTEM_EXPORTERS = ("torchscript", "dynamo_batch", "dynamo")
 
 MEMORY_FRACTION = 0.8  # share of MemAvailable the converted run may use
 # Margin on the memory per sequence calibrated at B=1,2: the CPU arena grows by powers of two and
@@ -114,8 +140,25 @@ class BatchResult:
     naive_runs: list[float]  # each run: naive ISM of ``naive_seqs`` sequences
     converted_runs: list[float]  # each run: the converted model on ``batch`` sequences
     max_abs_diff: float | None = None  # converted vs naive y_ism on the naive sequences
-    peak_rss_gib: float | None = None  # this process's peak RSS during the converted runs (CPU)
+    peak_rss_gib: float | None = None  # this process's peak RSS during the timed runs (CPU)
     load_avg: tuple[float, float, float] | None = None  # after the runs
+    naive_batch: int | None = None  # mutants per call of naive_runs (the fastest of naive_by_batch)
+    naive_by_batch: dict[str, list[float]] = field(default_factory=dict)  # runs per mutants per call
+    peer_runs: dict[str, list[float]] = field(default_factory=dict)  # peer -> runs on naive_seqs seqs
+    peer_notes: dict[str, str] = field(default_factory=dict)  # peer -> the path it took, warnings
+    peer_max_abs_diff: dict[str, float] = field(default_factory=dict)  # |peer y_hat - converted y_ism|
+    predicted_gib: float | None = None  # the plan's memory (weights + activations) for `batch` seqs
+    rss_growth_gib: float | None = None  # peak RSS growth of the first converted run at `batch` (CPU)
+
+    def peer_per_seq(self, peer: str) -> float | None:
+        """Median seconds per sequence of a peer (measured on ``naive_seqs`` sequences)."""
+        runs = self.peer_runs.get(peer)
+        return statistics.median(runs) / self.naive_seqs if runs else None
+
+    def peer_ratio(self, peer: str) -> float | None:
+        """Peer over converted time per sequence (medians): > 1 means the converted graph is faster."""
+        t = self.peer_per_seq(peer)
+        return None if t is None else t / self.converted_per_seq
 
     @property
     def naive_per_seq(self) -> float:
@@ -158,6 +201,9 @@ class ModelResult:
     memory_per_seq_mib: float | None = None  # calibrated at B=1,2 (CPU, when some B > 1)
     code: str = ""  # Machine.code of the run (rows of several --from-json files may differ)
     profile: dict | None = None
+    region: list[int] | None = None  # [start, end) of the mutated positions
+    exporter: str | None = None  # how an ecosystem / zoo model was exported
+    peer_setup: dict | None = None  # how the peers were called (torch threads, batch size, ...)
 
     @property
     def target(self) -> float | None:
@@ -198,6 +244,205 @@ def model_path(name: str, length: int) -> Path:
     return path
 
 
+def _load_tool(name: str, file: str):
+    """Import a sibling script of ``tools/`` by path (once)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def ecosystem_tool():
+    """``tools/export_ecosystem.py`` (needs PyTorch; its models need the ``bench`` extra)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SystemExit("the ecosystem models need PyTorch, bpnet-lite and gReLU: "
+                         "pip install -e .[bench] and pip install --no-deps bpnet-lite==1.1.0") from None
+    return _load_tool("yuzu_export_ecosystem", "export_ecosystem.py")
+
+
+def ecosystem_names() -> list[str]:
+    """Names of the ecosystem models (``models/ecosystem.py``), without importing PyTorch."""
+    text = (ROOT / "models" / "ecosystem.py").read_text()
+    return [line.split('name="', 1)[1].split('"', 1)[0] for line in text.splitlines()
+            if line.strip().startswith('name="')]
+
+
+def runs_in_onnxruntime(path: Path) -> str | None:
+    """None if ONNX Runtime runs ``path`` on one random sequence, else its error message."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        seq = find_sequence_input(proto)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session.run(None, {seq.name: random_one_hot(1, seq.length, 0, alphabet=seq.alphabet, layout=seq.layout)})
+    except Exception as exc:  # ONNX Runtime raises several unrelated types
+        return " ".join(str(exc).split())
+    return None
+
+
+def ecosystem_path(name: str, exporter: str | None) -> tuple[Path, str]:
+    """The full-size export of an ecosystem model (exported when missing) and its exporter.
+
+    With ``exporter=None`` the first of ``ECOSYSTEM_EXPORTERS`` whose file runs in ONNX Runtime
+    is used, saying why an earlier one was skipped.
+    """
+    tool = ecosystem_tool()
+    for candidate in ([exporter] if exporter else ECOSYSTEM_EXPORTERS):
+        path = tool.full_path(name, candidate)
+        problem = runs_in_onnxruntime(path)
+        if problem is None or exporter:
+            return path, candidate
+        print(f"  {path.name}: ONNX Runtime cannot run it ({problem[:200]}); trying the next exporter",
+              flush=True)
+    raise SystemExit(f"no export of {name} runs in ONNX Runtime")
+
+
+def torch_model(name: str, length: int):
+    """The PyTorch model a benchmarked file was exported from (same seed), or None."""
+    if name in ecosystem_names():
+        model, cfg = ecosystem_tool().eco.build(name, "full", ecosystem_tool().SEED)
+        return model if cfg.length == length else None
+    zoo = _load_tool("yuzu_export_models", "export_models.py").zoo
+    if name in zoo.MODELS:
+        return zoo.build(name, length, 1.0, 0)
+    return None
+
+
+# --------------------------------------------------------------------------- peers
+def tangermeme_module():
+    """``tangermeme.saturation_mutagenesis`` (the module), or a reason it cannot be used."""
+    try:
+        import torch  # noqa: F401
+        return importlib.import_module("tangermeme.saturation_mutagenesis")
+    except ImportError as exc:
+        return f"tangermeme is not installed ({exc}); pip install -e .[bench]"
+
+
+class TangermemeRunner:
+    """tangermeme's ``saturation_mutagenesis`` on the PyTorch model: the peer.
+
+    Called exactly as a user would (``raw_outputs=True`` to get every substitution, the region
+    as ``start``/``end``, ``batch_size``, ``device``), on the naive sequences. With
+    ``fast=True`` tangermeme decides itself whether the fast path runs; ``self.path`` records
+    what it did (from its ``_fast_path`` helper, wrapped for the call, and its warnings).
+    ``force_fast`` sets its 30-second threshold (``_FAST_MIN_SECONDS``) to 0 for the call.
+    """
+
+    def __init__(self, module, model, X: np.ndarray, start: int, end: int, fast: bool,
+                 batch_size: int, device: str, force_fast: bool = False):
+        import torch
+
+        self.module = module
+        self.model = model
+        self.X = torch.from_numpy(np.ascontiguousarray(X))
+        self.start, self.end = start, end
+        self.fast = fast
+        self.batch_size = batch_size
+        self.device = device
+        self.force_fast = force_fast
+        self.last: list[np.ndarray] = []
+        self.path = ""
+
+    def __call__(self) -> None:
+        self.last = []
+        used: list[bool] = []
+        original = getattr(self.module, "_fast_path", None)
+        threshold = getattr(self.module, "_FAST_MIN_SECONDS", None)
+
+        def recording(*a, **k):
+            out = original(*a, **k)
+            used.append(out[0] is not None)
+            return out
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if original is not None:
+                    self.module._fast_path = recording
+                if self.force_fast and threshold is not None:
+                    self.module._FAST_MIN_SECONDS = 0.0
+                result = self.module.saturation_mutagenesis(
+                    self.model, self.X, start=self.start, end=self.end, batch_size=self.batch_size,
+                    raw_outputs=True, fast=self.fast, device=self.device)
+            finally:
+                if original is not None:
+                    self.module._fast_path = original
+                if threshold is not None:
+                    self.module._FAST_MIN_SECONDS = threshold
+        y_hat = result[1]
+        self.last = [t.float().numpy() for t in (y_hat if isinstance(y_hat, (list, tuple)) else [y_hat])]
+        notes = [" ".join(str(w.message).split()) for w in caught if "fast=False because" in str(w.message)]
+        if not self.fast:
+            self.path = "fast=False"
+        elif used and used[0]:
+            self.path = "fast path"
+        elif notes:
+            self.path = "fell back to fast=False: " + notes[0]
+        elif original is None:
+            self.path = "fast=True (path not observable)"
+        else:
+            self.path = "fell back to fast=False: the job is under tangermeme's 30 s threshold"
+
+
+def make_peers(name: str, plan: Plan, X: np.ndarray, args: argparse.Namespace) -> tuple[dict, dict]:
+    """The peer runners of a model (possibly none) and how they are set up."""
+    if not args.peers:
+        return {}, {}
+    if plan.seq.layout != "NCL":
+        print(f"  peers skipped: {name} takes {plan.seq.layout} input (the PyTorch models are NCL)")
+        return {}, {}
+    module = tangermeme_module()
+    if isinstance(module, str):
+        print(f"  peers skipped: {module}")
+        return {}, {}
+    model = torch_model(name, plan.seq.length)
+    if model is None:
+        print(f"  peers skipped: no PyTorch model for {name} (only zoo and ecosystem models have one)")
+        return {}, {}
+    import torch
+
+    device = "cuda" if args.provider == "cuda" else "cpu"
+    runners = {peer: TangermemeRunner(module, model, X[:args.naive_seqs], plan.start, plan.end, PEERS[peer],
+                                      args.peer_batch, device, args.peer_force_fast)
+               for peer in args.peers}
+    version = getattr(sys.modules.get("tangermeme"), "__version__", None) or _dist_version("tangermeme")
+    setup = {"tangermeme": version, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+             "batch_size": args.peer_batch, "device": device, "force_fast": args.peer_force_fast,
+             "call": f"saturation_mutagenesis(model, X, start=S, end=E, batch_size={args.peer_batch}, "
+                     f"raw_outputs=True, fast=..., device={device!r})"}
+    with torch.no_grad():  # load the kernels once, as ONNX Runtime's sessions are warmed up
+        model(torch.from_numpy(X[:1]))
+    return runners, setup
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return None
+
+
+def peer_diffs(peer: TangermemeRunner, converted: list[np.ndarray], converted_names: list[str],
+               naive_names: list[str], pairs: dict[str, str]) -> float | None:
+    """Largest |peer y_hat - converted y_ism| over the outputs both computed (same layout)."""
+    diffs = []
+    for y_hat, name in zip(peer.last, naive_names):
+        if pairs.get(name) in converted_names:
+            got = converted[converted_names.index(pairs[name])][:len(y_hat)]
+            if got.shape != y_hat.shape:
+                raise RuntimeError(f"tangermeme's y_hat for {name} has shape {y_hat.shape}, "
+                                   f"the converted graph's {got.shape}")
+            diffs.append(float(np.abs(got - y_hat).max()))
+    return max(diffs) if diffs else None
+
+
 def session_source(model: onnx.ModelProto, stem: str) -> str | bytes:
     """Serialized bytes, or a file with external data when the model is over the protobuf limit."""
     if model.ByteSize() < PROTOBUF_LIMIT:
@@ -205,14 +450,6 @@ def session_source(model: onnx.ModelProto, stem: str) -> str | bytes:
     path = GENERATED / f"{stem}.ism.onnx"
     onnx.save(model, str(path), save_as_external_data=True, location=f"{path.name}.data")
     return str(path)
-
-
-def random_one_hot(n: int, plan: Plan, seed: int = 0) -> np.ndarray:
-    """``n`` random one-hot sequences in the model's input layout, float32."""
-    seq = plan.seq
-    idx = np.random.default_rng(seed).integers(0, seq.alphabet, (n, seq.length))
-    X = np.eye(seq.alphabet, dtype=np.float32)[idx]  # (n, L, A)
-    return np.ascontiguousarray(X.transpose(0, 2, 1) if seq.layout == "NCL" else X)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -559,12 +796,13 @@ def print_plan(name: str, plan: Plan, seconds: float) -> None:
 class NaiveRunner:
     """Naive ISM of the first ``--naive-seqs`` sequences; keeps the last output."""
 
-    def __init__(self, session: ort.InferenceSession, X: np.ndarray, plan: Plan, args: argparse.Namespace):
+    def __init__(self, session: ort.InferenceSession, X: np.ndarray, plan: Plan, args: argparse.Namespace,
+                 batch_size: int):
         self.session = session
         self.X = X[:args.naive_seqs]
         self.layout = plan.seq.layout
         self.region = (plan.start, plan.end)
-        self.batch_size = args.naive_batch
+        self.batch_size = batch_size
         self.last: list[tuple[np.ndarray, np.ndarray]] = []
 
     def __call__(self) -> None:
@@ -599,67 +837,122 @@ def peak_rss_gib() -> float | None:
         return None
 
 
-def region(args: argparse.Namespace, path: Path) -> tuple[int, int | None]:
-    """Mutated positions: the central ``--region`` positions, or the whole sequence."""
-    if args.region is None:
+def region(args: argparse.Namespace, path: Path, default: int | None = None) -> tuple[int, int | None]:
+    """Mutated positions: the central ``--region`` (else ``default``) positions, or the whole sequence."""
+    width = args.region if args.region is not None else default
+    if width is None:
         return 0, None
     length = find_sequence_input(onnx.load(str(path), load_external_data=False)).length
-    start = (length - args.region) // 2
-    return start, start + args.region
+    start = (length - width) // 2
+    return start, start + width
 
 
-def bench_model(name: str, path: Path, args: argparse.Namespace) -> ModelResult:
-    """Convert, create both sessions once, and time naive ISM and the converted model per B.
+def default_region(name: str) -> int | None:
+    """An ecosystem model's default region (bpnet-lite: the central 1000 of 2114), else None."""
+    if name in ecosystem_names():
+        return ecosystem_tool().eco.SPECS[name].full.region
+    return None
 
-    Naive ISM is timed once per model, round-robin with the converted runs of the first batch
-    size; the other batch sizes reuse its timings.
+
+def current_rss() -> int:
+    """This process's resident memory in bytes (0 where /proc is missing)."""
+    try:
+        return _status_kib("VmRSS") * 1024
+    except (OSError, KeyError):
+        return 0
+
+
+def bench_model(name: str, path: Path, args: argparse.Namespace, exporter: str | None = None) -> ModelResult:
+    """Convert, create both sessions once, and time naive ISM, the peers and the converted model per B.
+
+    Naive ISM (at each of ``--naive-batches`` mutants per call) and the peers are timed once per
+    model, round-robin with the converted runs of the first batch size; the other batch sizes
+    reuse their timings. The converted model is warmed up (and its memory measured) before the
+    other sessions run, so that the peak RSS growth of its first run is its own.
     """
-    start, end = region(args, path)
+    start, end = region(args, path, default_region(name))
     model, plan, seconds, warns = convert_timed(path, start, end)
     print_plan(name, plan, seconds)
     for w in warns:
         print(f"  conversion warning: {w}")
-    res = ModelResult(name, str(path), plan.seq.length, plan.mutants, plan.totals(), seconds, warns)
+    res = ModelResult(name, str(path), plan.seq.length, plan.mutants, plan.totals(), seconds, warns,
+                      region=[plan.start, plan.end], exporter=exporter)
+    memory = getattr(plan, "memory", None)
     pairs = ism_outputs(model)
     source = session_source(model, path.stem)
     del model
     naive = make_session(str(path), args.provider, args.threads)
     converted = make_session(source, args.provider, args.threads)
-    X = random_one_hot(max(max(args.batches), args.naive_seqs), plan, seed=args.seed)
+    X = random_one_hot(max(max(args.batches), args.naive_seqs), plan.seq.length, args.seed,
+                       alphabet=plan.seq.alphabet, layout=plan.seq.layout)
     runner = ConvertedRunner(converted, plan.seq.name, X)
-    naive_runner = NaiveRunner(naive, X, plan, args)
     naive_names = [o.name for o in naive.get_outputs()]
     converted_names = [o.name for o in converted.get_outputs()]
 
     cpu = args.provider == "cpu"
-    if static_batch(naive):
-        print(f"  the original model has a static batch of {static_batch(naive)}: naive ISM runs that "
-              "many mutants per call, not --naive-batch")
-    warm_up_naive(naive, X, args.naive_batch)
+    fixed_naive = static_batch(naive)
+    naive_batches = [fixed_naive] if fixed_naive else list(dict.fromkeys(args.naive_batches))
+    if fixed_naive:
+        print(f"  the original model has a static batch of {fixed_naive}: naive ISM runs that "
+              "many mutants per call, not --naive-batches")
+    naive_runners = {b: NaiveRunner(naive, X, plan, args, b) for b in naive_batches}
     per_seq = memory_per_sequence(runner) if cpu and max(args.batches) > 1 else None
     res.memory_per_seq_mib = None if per_seq is None else per_seq / 2**20
     naive_runs: list[float] = []
+    peers: dict[str, TangermemeRunner] = {}
+    peer_runs: dict[str, list[float]] = {}
+    naive_by: dict[int, list[float]] = {}
+    best_naive = naive_batches[0]
     fixed = static_batch(converted)
     for requested in args.batches:
         if fixed is not None and requested != fixed:
             print(f"  the converted model has a static batch of {fixed}; running B={fixed}, not {requested}")
             requested = fixed
-        try:
-            reset_peak_rss()
-        except OSError:
-            pass
         with memory_guard(cpu):
+            rss0 = current_rss()
+            try:
+                reset_peak_rss()
+            except OSError:
+                pass
             batch = fit_converted(requested, runner, per_seq)
+            growth = None if not cpu or peak_rss_gib() is None else max(0.0, peak_rss_gib() - rss0 / 2**30)
             if not naive_runs:
-                naive_runs, runs = time_interleaved([naive_runner, lambda: runner(batch)], args.repeats)
-                print(f"  naive ISM, {args.naive_seqs} seq (measured): {fmt_runs(naive_runs)}", flush=True)
+                for b in naive_batches:
+                    warm_up_naive(naive, X, b)
+                peers, res.peer_setup = make_peers(name, plan, X, args)
+                try:
+                    reset_peak_rss()
+                except OSError:
+                    pass
+                fns = [*naive_runners.values(), lambda: runner(batch), *peers.values()]
+                runs = time_interleaved(fns, args.repeats)
+                naive_by = dict(zip(naive_batches, runs[:len(naive_batches)]))
+                converted_runs = runs[len(naive_batches)]
+                peer_runs = dict(zip(peers, runs[len(naive_batches) + 1:]))
+                best_naive = min(naive_by, key=lambda b: statistics.median(naive_by[b]))
+                naive_runs = naive_by[best_naive]
+                for b, r in naive_by.items():
+                    print(f"  naive ISM, {b} mutants/call, {args.naive_seqs} seq (measured): {fmt_runs(r)}"
+                          + ("  <- fastest" if b == best_naive and len(naive_by) > 1 else ""), flush=True)
+                for peer, r in peer_runs.items():
+                    print(f"  {peer} ({peers[peer].path}), {args.naive_seqs} seq: {fmt_runs(r)}", flush=True)
             else:
-                runs = time_runs(lambda: runner(batch), args.repeats)
-        print(f"  converted, B={batch}: {fmt_runs(runs)}", flush=True)
-        diff = max_abs_diff(naive_runner.last, naive_names, runner.last, converted_names, pairs)
-        res.batches.append(BatchResult(requested, batch, args.naive_seqs, naive_runs, runs, diff,
-                                       peak_rss_gib(), os.getloadavg()))
-    del runner, naive_runner, converted, naive  # free their arenas before the profiling session
+                converted_runs = time_runs(lambda: runner(batch), args.repeats)
+        print(f"  converted, B={batch}: {fmt_runs(converted_runs)}", flush=True)
+        diff = max_abs_diff(naive_runners[best_naive].last, naive_names, runner.last, converted_names, pairs)
+        result = BatchResult(requested, batch, args.naive_seqs, naive_runs, converted_runs, diff,
+                             peak_rss_gib(), os.getloadavg(), naive_batch=best_naive,
+                             naive_by_batch={str(b): r for b, r in naive_by.items()},
+                             peer_runs=peer_runs, peer_notes={p: r.path for p, r in peers.items()},
+                             predicted_gib=None if memory is None else memory.total(batch) / 2**30,
+                             rss_growth_gib=growth)
+        for peer, r in peers.items():
+            d = peer_diffs(r, runner.last, converted_names, naive_names, pairs)
+            if d is not None:
+                result.peer_max_abs_diff[peer] = d
+                print(f"  max |{peer} y_hat - converted y_ism| = {d:.2e}")
+        res.batches.append(result)
+    del runner, naive_runners, converted, naive, peers  # free their arenas before the profiling session
     if args.profile:
         b = min(r.batch for r in res.batches)
         with memory_guard(cpu):
@@ -672,6 +965,11 @@ def bench_model(name: str, path: Path, args: argparse.Namespace) -> ModelResult:
 COLUMNS = ("model", "L", "B", "naive s/seq", "naive s for B", "converted s/seq", "speedup (best runs)",
            "target (CPU, B=1)", "naive/converted FLOPs", "naive/floor FLOPs", "convert s", "naive GFLOP/s",
            "converted GFLOP/s", "max abs diff", "peak RSS GiB")
+# The peer table: one row per model and batch size.
+PEER_COLUMNS = ("model", "region", "B", "converted s/seq", "naive ORT s/seq (mutants/call)",
+                "tangermeme fast=True s/seq", "tangermeme fast=False s/seq", "naive / converted",
+                "tangermeme fast / converted", "tangermeme / converted", "converted / floor FLOPs",
+                "naive / floor FLOPs", "|tangermeme - ours|", "predicted GiB", "RSS growth GiB", "peak RSS GiB")
 
 
 def table_row(r: ModelResult, b: BatchResult, cpu: bool) -> list[str]:
@@ -695,7 +993,31 @@ def table_row(r: ModelResult, b: BatchResult, cpu: bool) -> list[str]:
     ]
 
 
-def markdown(machine: Machine, results: list[ModelResult], naive_batch: int) -> str:
+def _opt(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def peer_row(r: ModelResult, b: BatchResult) -> list[str]:
+    """One row of the peer table, in ``PEER_COLUMNS`` order."""
+    f = r.flops
+    region = "" if not r.region else f"{r.region[0]}..{r.region[1] - 1}"
+    fast = b.peer_per_seq("tangermeme_fast")
+    path = b.peer_notes.get("tangermeme_fast", "")
+    fast_text = "" if fast is None else f"{fast:.4g}" + ("" if path == "fast path" else " (fast=False ran)")
+    diffs = list(b.peer_max_abs_diff.values())
+    return [
+        r.name + (f" ({r.exporter})" if r.exporter else ""), region, str(b.batch), f"{b.converted_per_seq:.4g}",
+        f"{b.naive_per_seq:.4g} ({b.naive_batch or ''})", fast_text,
+        _opt(b.peer_per_seq("tangermeme"), ".4g"), f"{b.speedup:.2f}x",
+        _opt(b.peer_ratio("tangermeme_fast"), ".2f") + ("x" if fast is not None else ""),
+        _opt(b.peer_ratio("tangermeme"), ".2f") + ("x" if "tangermeme" in b.peer_runs else ""),
+        f"{f['converted'] / f['floor']:.2f}", f"{f['naive'] / f['floor']:.1f}x",
+        _opt(max(diffs) if diffs else None, ".1e"), _opt(b.predicted_gib, ".2f"),
+        _opt(b.rss_growth_gib, ".2f"), _opt(b.peak_rss_gib, ".1f"),
+    ]
+
+
+def markdown(machine: Machine, results: list[ModelResult], naive_batch: int | Sequence[int]) -> str:
     """The results table, with the machine it ran on."""
     cpu = machine.provider == PROVIDERS["cpu"]
     lines = [
@@ -707,11 +1029,27 @@ def markdown(machine: Machine, results: list[ModelResult], naive_batch: int) -> 
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(table_row(r, b, cpu)) + " |" for r in results for b in r.batches]
+    batches = "/".join(map(str, naive_batch)) if isinstance(naive_batch, (list, tuple)) else naive_batch
     lines += ["", "Times are medians of the runs listed in the JSON (speedup in brackets: from the fastest "
               "run of each, which a busy machine disturbs least); naive ISM is "
-              f"`naive_ism(session, X, batch_size={naive_batch})` on the original model, converted is one "
+              f"`naive_ism(session, X, batch_size=b)` on the original model, the fastest of b = {batches} "
+              "mutants per call, converted is one "
               "`session.run` on B sequences. GFLOP/s = plan FLOPs (`Plan.totals()`) / time; max abs diff "
               "compares converted y_ism with naive ISM on the naive sequences."]
+    with_peers = [(r, b) for r in results for b in r.batches if b.peer_runs or b.naive_by_batch]
+    if with_peers:
+        setup = next((r.peer_setup for r, _ in with_peers if r.peer_setup), None)
+        lines += ["", "| " + " | ".join(PEER_COLUMNS) + " |", "|" + "---|" * len(PEER_COLUMNS)]
+        lines += ["| " + " | ".join(peer_row(r, b)) + " |" for r, b in with_peers]
+        lines += ["", "Peers: tangermeme's `saturation_mutagenesis` on the PyTorch model the ONNX file was "
+                  "exported from, same sequences and region (S..E-1), all substitutions"
+                  + (f" (tangermeme {setup['tangermeme']}, torch {setup['torch']}, "
+                     f"{setup['torch_threads']} threads, `{setup['call']}`)" if setup else "")
+                  + "; '(fast=False ran)': tangermeme's fast=True fell back (see the JSON's peer_notes). "
+                  "Ratios > 1: the converted graph is faster. |tangermeme - ours|: max abs difference of "
+                  "y_hat and y_ism. predicted: the plan's weights + activations for B sequences; RSS growth: "
+                  "peak RSS growth of the first converted run (ONNX Runtime's default arena); peak RSS: the "
+                  "whole process during the timed runs (naive sessions and PyTorch included)."]
     if len({r.code for r in results}) > 1:
         lines += ["", "Rows come from different yuzu-onnx versions: "
                   + "; ".join(f"{r.name} B={b.batch}: {r.code}" for r in results for b in r.batches) + "."]
@@ -728,7 +1066,7 @@ def to_json(machine: Machine, args: argparse.Namespace, results: list[ModelResul
                       naive_scaled=b.naive_scaled, speedup=b.speedup, speedup_best=b.speedup_best)
         d["target"] = r.target
         out.append(d)
-    skip = ("json", "markdown", "from_json")
+    skip = ("json", "markdown", "from_json", "naive_batch")
     return {"machine": asdict(machine), "args": {k: v for k, v in vars(args).items() if k not in skip},
             "results": out}
 
@@ -746,7 +1084,8 @@ def from_json(paths: Sequence[Path]) -> tuple[Machine, list[ModelResult], int]:
         data = json.loads(Path(path).read_text())
         if machine is None:
             machine = Machine(**{"code": "unknown", **data["machine"]})
-            naive_batch = data.get("args", {}).get("naive_batch", NAIVE_BATCH)
+            saved = data.get("args", {})
+            naive_batch = saved.get("naive_batches") or saved.get("naive_batch") or NAIVE_BATCH
         for d in data["results"]:
             d = {k: v for k, v in d.items() if k != "target"}
             names = {f.name for f in fields(BatchResult)}
@@ -761,19 +1100,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME",
-                        help=f"reference models (default: {' '.join(DEFAULT_MODELS)})")
+                        help=f"reference models (default: {' '.join(DEFAULT_MODELS)}) or ecosystem models "
+                             f"({' '.join(ecosystem_names())}; full size, tools/export_ecosystem.py)")
+    parser.add_argument("--exporter", choices=("torchscript", "dynamo", "dynamo_batch"), default=None,
+                        help="export of the ecosystem models (default: the first of "
+                             f"{', '.join(ECOSYSTEM_EXPORTERS)} that ONNX Runtime runs)")
     parser.add_argument("--model-file", type=Path, action="append", default=[], metavar="PATH",
                         help="benchmark this ONNX file instead of the reference models (repeatable)")
     parser.add_argument("--length", type=int, default=1000, help="sequence length L (default 1000)")
     parser.add_argument("--region", type=int, default=None, metavar="W",
-                        help="mutate only the central W positions (default: all; ChromBPNet: 1000 of 2114)")
+                        help="mutate only the central W positions (default: all; the bpnet-lite models: "
+                             "their central 1000 of 2114)")
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64], metavar="B",
                         help="sequences per converted run (default: 1 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default 3)")
     parser.add_argument("--naive-seqs", type=int, default=1,
                         help="sequences naive ISM is measured on, scaled to B (default 1)")
-    parser.add_argument("--naive-batch", type=int, default=NAIVE_BATCH,
-                        help=f"mutants per naive ONNX Runtime call (default {NAIVE_BATCH})")
+    parser.add_argument("--naive-batches", nargs="+", type=int, default=list(NAIVE_BATCHES), metavar="M",
+                        help="mutants per naive ONNX Runtime call; each is timed and the fastest reported "
+                             f"(default: {' '.join(map(str, NAIVE_BATCHES))})")
+    parser.add_argument("--naive-batch", type=int, default=None, metavar="M",
+                        help="one naive batch size (same as --naive-batches M)")
+    parser.add_argument("--peers", nargs="*", choices=sorted(PEERS), default=list(PEERS), metavar="PEER",
+                        help=f"peers to time ({', '.join(PEERS)}; default: both; none without arguments)")
+    parser.add_argument("--peer-batch", type=int, default=PEER_BATCH,
+                        help=f"tangermeme's batch_size (default {PEER_BATCH}, its own default)")
+    parser.add_argument("--peer-force-fast", action="store_true",
+                        help="let tangermeme's fast=True try its fast path even for jobs it estimates "
+                             "under 30 s (it skips the capture for those by default)")
     parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="intra_op_num_threads (default: ORT's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sequences")
@@ -784,22 +1138,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
                         help="measure nothing: print (and --markdown) the table of earlier --json files")
     args = parser.parse_args(argv)
-    for key in ("length", "repeats", "naive_seqs", "naive_batch"):
+    if args.naive_batch is not None:
+        args.naive_batches = [args.naive_batch]
+    for key in ("length", "repeats", "naive_seqs", "peer_batch"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
+    if min(args.naive_batches) < 1:
+        parser.error("--naive-batches must be >= 1")
     if min(args.batches) < 1:
         parser.error("--batches must be >= 1")
     return args
 
 
-def targets(args: argparse.Namespace) -> list[tuple[str, Path]]:
-    """(name, path) of every model to benchmark."""
+def targets(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:
+    """(name, path, exporter) of every model to benchmark."""
     if args.model_file:
         for path in args.model_file:
             if not path.is_file():
                 raise SystemExit(f"model file not found: {path}")
-        return [(p.stem, p) for p in args.model_file]
-    return [(name, model_path(name, args.length)) for name in args.models]
+        return [(p.stem, p, None) for p in args.model_file]
+    eco = set(ecosystem_names())
+    out = []
+    for name in args.models:
+        if name in eco:
+            out.append((name, *ecosystem_path(name, args.exporter)))
+        else:
+            out.append((name, model_path(name, args.length), "torchscript"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -814,15 +1179,26 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(args.provider, args.threads)
     print(f"{machine.cpu}, {machine.cores} cores, onnxruntime {machine.onnxruntime}, {machine.provider}"
           + (f", {machine.gpu}" if machine.gpu else "") + f"; yuzu-onnx {machine.code}", flush=True)
-    results = [bench_model(name, path, args) for name, path in targets(args)]
+    results, failed = [], []
+    for name, path, exporter in targets(args):
+        try:
+            results.append(bench_model(name, path, args, exporter))
+        except Exception as exc:  # a model the converter (or a session) cannot handle: report, go on
+            message = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            print(f"{name}: FAILED: {message}", flush=True)
+            failed.append({"model": name, "file": str(path), "exporter": exporter, "error": message})
     for r in results:
         r.code = machine.code
-    table = markdown(machine, results, args.naive_batch)
+    table = markdown(machine, results, args.naive_batches)
+    if failed:
+        table += "\nNot measured: " + "; ".join(f"{f['model']} ({f['error'][:300]})" for f in failed) + "\n"
     print("\n" + table)
     if args.markdown:
         args.markdown.write_text(table)
     if args.json:
-        args.json.write_text(json.dumps(to_json(machine, args, results), indent=1, default=str) + "\n")
+        data = to_json(machine, args, results)
+        data["failed"] = failed
+        args.json.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return 0
 
 
