@@ -26,7 +26,10 @@ from hypothesis import HealthCheck, assume, event, given, reject, settings  # no
 from hypothesis import strategies as st  # noqa: E402
 
 from yuzu_onnx import naive_ism, run_ism  # noqa: E402
-from yuzu_onnx.convert import convert  # noqa: E402
+from yuzu_onnx.analyze import Analysis  # noqa: E402
+from yuzu_onnx.convert import convert, plan_conversion  # noqa: E402
+from yuzu_onnx.errors import UnsupportedModelError  # noqa: E402
+from yuzu_onnx.tiling import tile_quantum  # noqa: E402
 
 from builders import Net, random_one_hot  # noqa: E402
 from conftest import assert_ism_close  # noqa: E402
@@ -314,11 +317,24 @@ def make_inputs(spec: dict, subs: str, rng_seed: int, n_columns: list[int]) -> n
 
 
 def check(spec: dict, subs: str, sensing: str, region: tuple[int, int], rng_seed: int = 0,
-          n_columns: tuple[int, ...] = ()) -> None:
+          n_columns: tuple[int, ...] = (), form: str = "auto", tile_steps: int = 1, per_chunk: int = 1) -> None:
+    """Convert the generated model in ``form`` (tiles: ``tile_steps`` x the model's tile quantum,
+    ``per_chunk`` per Loop iteration) and compare with naive ISM."""
     model, layout = build_model(spec)
     start, end = region
     # layout passed explicitly: shape-based detection is ambiguous when length <= alphabet
-    converted = convert(model, start=start, end=end, substitutions=subs, sensing=sensing, layout=layout)
+    options = dict(start=start, end=end, substitutions=subs, sensing=sensing, layout=layout)
+    if form == "tiled":
+        quantum = tile_quantum(Analysis(plan_conversion(model, **options)))
+        try:
+            converted = convert(model, form="tiled", tile_width=tile_steps * quantum, tiles_per_chunk=per_chunk,
+                                **options)
+        except UnsupportedModelError as exc:  # e.g. a concat along the length: not tileable
+            assert "cannot be tiled" in str(exc), exc
+            event("tiled form refused: the model cannot be tiled")
+            converted = convert(model, **options)
+    else:
+        converted = convert(model, form=form, **options)
     X = make_inputs(spec, subs, rng_seed, list(n_columns))
     got = run_ism(converted, X)
     expected = naive_ism(model, X, start=start, end=end, layout=layout)
@@ -380,14 +396,17 @@ def cases(draw):
         start = draw(st.integers(0, L - 1))
         region = (start, draw(st.integers(start + 1, min(L, start + width))))
     n_columns = tuple(draw(st.lists(st.integers(0, L - 1), min_size=1, max_size=3))) if subs == "all" else ()
-    return spec, subs, sensing, region, draw(st.integers(0, 1000)), n_columns
+    # tiles and brute force are structured-sensing forms; "auto" lets the planner choose
+    form = draw(st.sampled_from(["auto", "tiled", "tiled", "brute-force"])) if sensing == "structured" else "auto"
+    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 3)))
+    return spec, subs, sensing, region, draw(st.integers(0, 1000)), n_columns, form, shape
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(cases())
 def test_fuzz_converted_matches_naive(case):
-    spec, subs, sensing, region, rng_seed, n_columns = case
+    spec, subs, sensing, region, rng_seed, n_columns, form, (tile_steps, per_chunk) = case
     try:
         model, layout = build_model(spec)
     except KeyError:
@@ -397,4 +416,4 @@ def test_fuzz_converted_matches_naive(case):
     if not runs_in_onnxruntime(model, make_inputs(spec, subs, rng_seed, list(n_columns))):
         event("rejected: ONNX Runtime cannot run the generated model")
         reject()
-    check(spec, subs, sensing, region, rng_seed, n_columns)
+    check(spec, subs, sensing, region, rng_seed, n_columns, form, tile_steps, per_chunk)

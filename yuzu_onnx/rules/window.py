@@ -332,9 +332,11 @@ def tile_window(t: "TileGeometry", np_: NodePlan) -> Decline | None:
     x, out = node.input[0], node.output[0]
     if node.op_type == "ConvTranspose":
         return decline("ConvTranspose has no tiled form yet")
-    if node.op_type == "AveragePool" and not attr(node, "count_include_pad", 0) and any(attr(node, "pads") or []):
-        return decline("a padded AveragePool that excludes the padding from its mean is not a plain window "
-                       "over padding values")
+    if node.op_type == "AveragePool" and not attr(node, "count_include_pad", 0) and (
+            any(attr(node, "pads") or []) or attr(node, "ceil_mode", 0)
+            or (attr(node, "auto_pad", b"NOTSET") or b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")):
+        return decline("an AveragePool whose windows may reach past the input (padding, ceil_mode) and that "
+                       "leaves the padding out of its mean is not a plain window over padding values")
     if np_.conv_impl == "taps" and attr(node, "group", 1) != 1:
         return decline("grouped per-tap convs have no tiled form")
     st, win = t.states[x], t.windows[x]
