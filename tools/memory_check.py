@@ -3,9 +3,10 @@
 For each model: convert it, then in a fresh subprocess per batch size create an ONNX Runtime
 session, note the resident memory (VmRSS) just before the first run, run, and read the peak
 (VmHWM) over three runs. Measured activations = peak - RSS before the runs. Sessions are
-created as ``ISMSession`` creates them under a memory budget (``bounded_memory=True``: no CPU
-arena, no memory pattern), whose peak the estimate predicts. The estimate is
-:func:`yuzu_onnx.memory.estimate_memory` (shapes only, nothing runs).
+created as ``ISMSession`` creates them by default (:func:`yuzu_onnx.runtime.make_session`:
+ONNX Runtime's CPU arena, no memory pattern). The estimate is the converted model's own
+(:func:`yuzu_onnx.memory.estimate_memory`: shapes only, nothing runs); models are converted with
+the default plan (``--region W``: the central W positions mutated).
 
 Usage::
 
@@ -34,7 +35,7 @@ def status(key):
 path, batch = sys.argv[1], int(sys.argv[2])
 sys.path.insert(0, sys.argv[3])
 from yuzu_onnx.runtime import make_session
-sess = make_session(path, ['CPUExecutionProvider'], bounded_memory=True)
+sess = make_session(path, ['CPUExecutionProvider'])  # as ISMSession creates it
 inp = sess.get_inputs()[0]
 shape = [batch if not isinstance(d, int) else d for d in inp.shape]
 X = np.zeros(shape, np.float32)
@@ -60,7 +61,10 @@ def measure(path: Path, batch: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     import benchmark
+    import onnx
+
     from yuzu_onnx import convert
+    from yuzu_onnx.load import find_sequence_input
     from yuzu_onnx.memory import estimate_memory, format_size
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", nargs="*", type=Path, default=[])
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--region", type=int, default=None, metavar="W",
+                        help="mutate the central W positions (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     targets = [(m, benchmark.model_path(m, 2114 if m == "chrombpnet" else args.length)) for m in args.models]
@@ -75,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in targets:
-            model = convert(str(path))
+            length = find_sequence_input(onnx.load(str(path))).length
+            start = 0 if args.region is None else (length - args.region) // 2
+            model = convert(str(path), start=start, end=None if args.region is None else start + args.region)
             est = estimate_memory(model)
             out = Path(tmp) / f"{name}.ism.onnx"
             out.write_bytes(model.SerializeToString())
             for b in args.batches:
                 measured = measure(out, b)
-                predicted = est.activations(b)
+                predicted = est.resident(b)
                 ratio = predicted / measured if measured else float("inf")
                 rows.append({"model": name, "batch": b, "predicted": predicted, "measured": measured,
                              "ratio": ratio})

@@ -57,7 +57,7 @@ class Candidate:
 
     @property
     def activations(self) -> int:
-        return self.memory.activations(1)
+        return self.memory.resident(1)
 
     def describe(self) -> str:
         shape = f" T={self.tile_width}, {self.per_chunk} tiles/chunk" if self.form != "whole" else ""
@@ -192,15 +192,15 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
         return _priced(form, one, plan1, provider, tile_width=width, per_chunk=plan1.tiling.per_chunk)
     # chunk size from the one-tile graph: what it needs beyond its largest tile tensors is
     # shared by every tile count; then checked on the emitted graph and halved until it fits
-    fixed = max(plan1.memory.activations(1) - TILE_TENSORS_LIVE * _largest_tile_tensor(plan1), 0)
-    per_tile = max(plan1.memory.activations(1) - fixed, 1)
+    fixed = max(plan1.memory.resident(1) - TILE_TENSORS_LIVE * _largest_tile_tensor(plan1), 0)
+    per_tile = max(plan1.memory.resident(1) - fixed, 1)
     per_chunk = max(1, min(tiles, (budget - fixed) // per_tile))
     model, plan = one, plan1
     while per_chunk > 1:
         chunks = math.ceil(tiles / per_chunk)
         per_chunk = math.ceil(tiles / chunks)  # equal chunks: the fewest, evenly filled
         model, plan = build(tile_width=width, tiles_per_chunk=per_chunk, brute_force=brute_force)
-        if plan.memory.activations(1) <= budget:
+        if plan.memory.resident(1) <= budget:
             break
         per_chunk //= 2
         model, plan = one, plan1

@@ -60,8 +60,8 @@ def plan_table(plan: Plan) -> str:
         lines.extend(f"note: {note}" for note in choice.notes)
     if plan.memory is not None:
         m = plan.memory
-        lines.append(f"memory: peak activations {format_size(m.activations(1))} for 1 sequence, "
-                     f"+{format_size(m.per_sequence)} per further sequence; weights {format_size(m.weights)}")
+        lines.append(f"memory: peak activations {format_size(m.resident(1))} for 1 sequence, "
+                     f"+{format_size(m.resident(2) - m.resident(1))} per further sequence; weights {format_size(m.weights)}")
     fallbacks = [(i, np_) for i, np_ in enumerate(plan.nodes) if np_.spec.warns]
     if fallbacks:
         ops = ", ".join(sorted({np_.node.op_type for _, np_ in fallbacks}))

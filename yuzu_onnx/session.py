@@ -65,10 +65,9 @@ class ISMSession:
         Memory budget in bytes for running the model: weights plus the peak of one ONNX Runtime
         call, as predicted from the graph's tensor shapes (:mod:`yuzu_onnx.memory`; the plan
         table prints it). The batch size is the largest ``<= batch_size`` that fits (if
-        ``batch_size`` is not given, as many sequences as fit). On the CPU the session is then
-        created without ONNX Runtime's arena, so that the process holds what was predicted
-        (within 3% on the reference models) rather than up to 2.8x that. Without a budget,
-        ONNX Runtime's defaults apply (fastest).
+        ``batch_size`` is not given, as many sequences as fit). Sessions keep ONNX Runtime's
+        arena without its memory pattern (:func:`yuzu_onnx.runtime.make_session`), fast and
+        close to the prediction, budget or not.
 
     Raises
     ------
@@ -99,7 +98,7 @@ class ISMSession:
                                  f"not {type(path_or_model).__name__}")
         requested = list(providers) if providers is not None else _default_providers()
         try:
-            self._session = make_session(path_or_model, requested, bounded_memory=self._max_memory is not None)
+            self._session = make_session(path_or_model, requested)
         except Exception as exc:  # onnxruntime raises several unrelated exception types
             raise ModelLoadError(f"{where}: onnxruntime could not load the model: {exc}") from exc
         self._meta = IsmMetadata.from_props(dict(self._session.get_modelmeta().custom_metadata_map), where)

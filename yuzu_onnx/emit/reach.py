@@ -37,13 +37,9 @@ def delta_rows(ctx: EmitContext, name: str) -> str:
                      "exit_delta")
     if ctx.tiling is not None:
         # positions of a window outside the tensor hold no delta (whatever was computed there)
-        from .tiles import in_range, three_level
-        length = st.dims[st.seq_axis - 1]
-        edge = in_range(ctx, name, 0, length - 1)
-        if edge is not None:
-            masked = b.op("Where", [edge, three_level(ctx, delta, name, p, st.dims),
-                                    b.const(np.array(0.0), "zero")], "exit_in_range")
-            delta = b.reshape(masked, [-1, p, *st.dims], "exit_delta")
+        from .tiles import zero_out_of_range
+        folded = b.reshape(delta, [-1, *st.dims], "exit_delta")
+        delta = b.reshape(zero_out_of_range(ctx, name, folded, p), [-1, p, *st.dims], "exit_delta")
     others = [ax + 1 for ax in range(1, len(st.dims) + 1) if ax != st.seq_axis]
     moved = b.transpose(delta, [0, 1 + st.seq_axis, 1] + others, "exit_t")
     length = st.dims[st.seq_axis - 1]

@@ -206,7 +206,7 @@ def _unpadded_attributes(node: onnx.NodeProto, pads: list[int] | None = None) ->
 
 def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, last: int) -> str:
     """``conv(probes padded with zeros) + conv(reference halo)`` over the output window."""
-    from ..emit.tiles import in_range, reference_window, three_level
+    from ..emit.tiles import reference_window, zero_out_of_range
 
     b, node = ctx.b, np_.node
     x, out = node.input[0], node.output[0]
@@ -214,11 +214,7 @@ def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, las
     st = ctx.seq(x)
     w_in = st.dims[-1]
     folded = reprobe(ctx, x, p)
-    edge = in_range(ctx, x, 0, w_in - 1)
-    if edge is not None:  # positions of the window outside the tensor read as zero padding
-        zeroed = b.op("Where", [edge, three_level(ctx, folded, x, p, st.dims), b.const(np.array(0.0), "zero")],
-                      "tile_zero")
-        folded = b.reshape(zeroed, [-1, *st.dims], "tile_zero")
+    folded = zero_out_of_range(ctx, x, folded, p)  # out-of-range positions read as zero padding
     lo, hi = max(first, 0), min(last, w_in - 1)
     if lo > 0 or hi < w_in - 1:
         folded = b.op("Slice", [folded, b.ints([lo]), b.ints([hi + 1]), b.ints([len(st.dims)])], "tile_crop")
