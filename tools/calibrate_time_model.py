@@ -86,11 +86,12 @@ def _shape(entry: dict) -> tuple[tuple[int, ...] | None, int]:
 
 
 def plans(length: int, quantum: int) -> list[dict]:
-    """Conversion options profiled for a model: the whole-sequence form and tiles."""
-    out = [{}]
-    for width in (4 * quantum, 16 * quantum):
+    """Conversion options profiled for a model: the whole-sequence form and tiles of a few
+    widths, chunked to the default memory budget as the planner would."""
+    out = [{"form": "whole"}]
+    for width in (2 * quantum, 8 * quantum, 32 * quantum):
         if width < length:
-            out.append({"tile_width": width, "tiles_per_chunk": max(1, length // width // 4)})
+            out.append({"tile_width": width})
     return out
 
 
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", nargs="*", type=Path, default=[ROOT / "models/onnx/example_basset_L1000.onnx"],
                         help="ONNX files to profile as they are")
     parser.add_argument("--length", type=int, default=1000)
+    parser.add_argument("--region", type=int, default=None, metavar="W",
+                        help="mutate the central W positions of models longer than W (default: all)")
     parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu")
     parser.add_argument("--naive-batches", nargs="*", type=int, default=[64, 256])
     args = parser.parse_args(argv)
@@ -129,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         seq = find_sequence_input(onnx.load(str(path)))
         X = random_one_hot(1, seq.length, seed=0, layout=seq.layout)
-        _, plan = convert(str(path), return_plan=True)
+        region = {}
+        if args.region is not None and seq.length > args.region:
+            start = (seq.length - args.region) // 2
+            region = {"start": start, "end": start + args.region}
+        _, plan = convert(str(path), return_plan=True, **region)
         quantum = tile_quantum(Analysis(plan))
         for options in plans(seq.length, quantum):
             try:
-                model = convert(str(path), **options)
+                model = convert(str(path), **region, **options)
             except Exception as exc:  # a model that cannot be tiled
                 print(f"{path.name} {options}: {exc}")
                 continue
