@@ -39,9 +39,10 @@ from yuzu_onnx import convert  # noqa: E402
 from yuzu_onnx.analyze import Analysis  # noqa: E402
 from yuzu_onnx.canonicalize import canonicalize  # noqa: E402
 from yuzu_onnx.load import find_sequence_input  # noqa: E402
+from yuzu_onnx.memory import format_size, parse_size  # noqa: E402
 from yuzu_onnx.seqio import random_one_hot  # noqa: E402
 from yuzu_onnx.tiling import tile_quantum  # noqa: E402
-from yuzu_onnx.timing import DATA, fit, node_flops, op_group, predict_seconds  # noqa: E402
+from yuzu_onnx.timing import DATA, fit, images, node_flops, op_group, predict_seconds  # noqa: E402
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 ITEMSIZE = {"float": 4, "int64_t": 8, "int32_t": 4, "bool": 1, "double": 8, "uint8_t": 1, "int8_t": 1}
@@ -76,7 +77,8 @@ def profile(model: onnx.ModelProto, feeds: dict, provider: str) -> tuple[list[tu
         nbytes = sum(math.prod(d) * size for d, size in shapes_in + shapes_out if d is not None)
         out = shapes_out[0][0] if shapes_out else None
         flops = node_flops(op, [d for d, _ in shapes_in], out)
-        samples.append((op_group(op), float(nbytes), flops, e["dur"] / 1e6))
+        count = images(op, shapes_in[0][0] if shapes_in else None)
+        samples.append((op_group(op), float(nbytes), flops, count, e["dur"] / 1e6))
     return samples, wall
 
 
@@ -119,9 +121,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="mutate the central W positions of models longer than W (default: all)")
     parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu")
     parser.add_argument("--naive-batches", nargs="*", type=int, default=[64, 256])
+    parser.add_argument("--samples", type=Path, default=None,
+                        help="also write the kernel samples here (JSON), or, with --refit, read them")
+    parser.add_argument("--refit", action="store_true", help="fit the samples of --samples, profile nothing")
+    parser.add_argument("--max-memory", type=parse_size, default=parse_size("4G"),
+                        help="skip plans whose activations exceed this (default 4G)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     ort.set_default_logger_severity(3)
+    if args.refit:
+        samples = [tuple(x) for x in json.loads(args.samples.read_text())]
+        table = fit(samples)
+        _write(args, [], samples, table)
+        return 0
     paths = list(args.files)
     if args.models:
         try:
@@ -140,9 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         quantum = tile_quantum(Analysis(plan))
         for options in plans(seq.length, quantum):
             try:
-                model = convert(str(path), **region, **options)
+                model, converted_plan = convert(str(path), **region, **options, return_plan=True)
             except Exception as exc:  # a model that cannot be tiled
                 print(f"{path.name} {options}: {exc}")
+                continue
+            if converted_plan.memory.resident(1) > args.max_memory:
+                print(f"{path.name} {options}: skipped, needs {format_size(converted_plan.memory.resident(1))}")
                 continue
             got, wall = profile(model, {seq.name: X}, args.provider)
             samples += got
@@ -156,13 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             samples += got
             checks.append((path.name, f"original, batch {batch}", wall, (canonical, batch)))
             print(f"{path.name} original batch {batch}: {wall:.3f} s", flush=True)
+    if args.samples:
+        args.samples.write_text(json.dumps(samples))
     table = fit(samples)
-    out = DATA / f"time_model_{args.provider}.json"
-    out.write_text(json.dumps({
-        "provider": args.provider, "onnxruntime": ort.__version__, "machine": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(), "models": [p.name for p in paths], "samples": len(samples),
-        "ops": {op: vars(c) for op, c in sorted(table.items())}}, indent=1) + "\n")
-    print(f"wrote {out} ({len(table)} op groups from {len(samples)} samples)")
+    _write(args, [p.name for p in paths], samples, table)
     from yuzu_onnx import timing
     timing.coefficients.cache_clear()
     for name, what, wall, model in checks:
@@ -171,6 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:40s} {what:50s} measured {wall:8.3f} s  predicted {predicted:8.3f} s  "
               f"ratio {predicted / wall:5.2f}")
     return 0
+
+
+def _write(args: argparse.Namespace, models: list[str], samples: list, table: dict) -> None:
+    out = DATA / f"time_model_{args.provider}.json"
+    out.write_text(json.dumps({
+        "provider": args.provider, "onnxruntime": ort.__version__, "machine": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(), "models": models, "samples": len(samples),
+        "ops": {op: vars(c) for op, c in sorted(table.items())}}, indent=1) + "\n")
+    print(f"wrote {out} ({len(table)} op groups from {len(samples)} samples)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A time model of ONNX Runtime graphs, calibrated on measured kernel times.
 
-Each node costs ``overhead + per_byte x bytes + per_flop x flops``, with coefficients per op
+Each node costs ``overhead + per_byte x bytes + per_flop x flops + per_image x images``
+(``images``: the batch a Conv, MatMul or pool loops over, one small GEMM each), with coefficients per op
 type and provider fitted by ``tools/calibrate_time_model.py`` from ONNX Runtime profiles of
 converted and original models (``yuzu_onnx/data/time_model_<provider>.json``). ``bytes`` are
 the node's input and output tensors, ``flops`` its multiply-accumulates x 2 (Conv, MatMul,
@@ -44,9 +45,10 @@ class NodeCost:
     overhead: float
     per_byte: float
     per_flop: float
+    per_image: float = 0.0
 
-    def seconds(self, nbytes: float, flops: float) -> float:
-        return self.overhead + self.per_byte * nbytes + self.per_flop * flops
+    def seconds(self, nbytes: float, flops: float, images: float = 0.0) -> float:
+        return self.overhead + self.per_byte * nbytes + self.per_flop * flops + self.per_image * images
 
 
 #: Used for ops the calibration has not seen: about what ONNX Runtime's CPU kernels do on a
@@ -86,15 +88,30 @@ def node_flops(op_type: str, shapes: list[tuple[int, ...] | None], out: tuple[in
     return 0.0
 
 
-def node_features(node: onnx.NodeProto, shape: dict[str, tuple[tuple[int, ...], int]]) -> tuple[str, float, float]:
-    """(op group, bytes read and written, flops) of a node; ``shape`` maps tensor -> (dims, itemsize)."""
+#: Ops whose ONNX Runtime CPU kernel loops over the leading (batch) axis, one image at a time.
+PER_IMAGE = frozenset({"Conv", "FusedConv", "ConvTranspose", "MaxPool", "AveragePool", "MatMul"})
+
+
+def images(op_type: str, first: tuple[int, ...] | None) -> float:
+    """Images an op loops over: a Conv's or pool's batch, a batched MatMul's leading dims."""
+    if op_type not in PER_IMAGE or not first:
+        return 0.0
+    if op_type == "MatMul":
+        return float(math.prod(first[:-2])) if len(first) > 2 else 1.0
+    return float(first[0])
+
+
+def node_features(node: onnx.NodeProto, shape: dict[str, tuple[tuple[int, ...], int]]
+                  ) -> tuple[str, float, float, float]:
+    """(op group, bytes read and written, flops, images) of a node; ``shape`` maps tensor ->
+    (dims, itemsize)."""
     ins = [shape.get(n) for n in node.input if n]
     outs = [shape.get(n) for n in node.output if n]
     nbytes = sum(math.prod(d) * size for d, size in filter(None, ins + outs))
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
     flops = node_flops(node.op_type, [s[0] if s else None for s in ins], outs[0][0] if outs and outs[0] else None,
                        group)
-    return op_group(node.op_type), float(nbytes), flops
+    return op_group(node.op_type), float(nbytes), flops, images(node.op_type, ins[0][0] if ins and ins[0] else None)
 
 
 def _shapes(graph: onnx.GraphProto, into: dict) -> None:
@@ -134,43 +151,49 @@ def _graph_seconds(graph: onnx.GraphProto, shape: dict, table: dict[str, NodeCos
             body = _graph_seconds(_subgraphs(node)[0], shape, table, set(constants), model)
             total += int(trips) * (body + table.get("Loop", DEFAULT).overhead)
             continue
-        group, nbytes, flops = node_features(node, shape)
-        total += table.get(group, DEFAULT).seconds(nbytes, flops)
+        group, nbytes, flops, count = node_features(node, shape)
+        total += table.get(group, DEFAULT).seconds(nbytes, flops, count)
     return total
 
 
-def fit(samples: list[tuple[str, float, float, float]], min_samples: int = 4) -> dict[str, NodeCost]:
-    """Fit cost curves from ``(op group, bytes, flops, seconds)`` samples: least squares per
+def fit(samples: list[tuple[str, float, float, float, float]], min_samples: int = 4) -> dict[str, NodeCost]:
+    """Fit cost curves from ``(op group, bytes, flops, images, seconds)`` samples: least squares per
     group with non-negative coefficients (a negative one is dropped and the rest refitted);
     groups with fewer than ``min_samples`` samples are left out (they use :data:`DEFAULT`)."""
     by: dict[str, list] = {}
-    for group, nbytes, flops, seconds in samples:
-        by.setdefault(group, []).append((nbytes, flops, seconds))
+    for group, nbytes, flops, count, seconds in samples:
+        by.setdefault(group, []).append((nbytes, flops, count, seconds))
     table = {}
     for group, rows in by.items():
         if len(rows) < min_samples:
             continue
         a = np.array(rows, dtype=np.float64)
-        columns = [0, 1, 2] if a[:, 1].any() else [0, 1]
+        columns = [0, 1] + ([2] if a[:, 1].any() else []) + ([3] if a[:, 2].any() else [])
         coef = _nonnegative_fit(a, columns)
         table[group] = NodeCost(*coef)
     return table
 
 
 def _nonnegative_fit(a: np.ndarray, columns: list[int]) -> list[float]:
-    """Coefficients ``[overhead, per_byte, per_flop]`` of ``seconds ~ [1, bytes, flops]`` by
-    least squares on absolute seconds (the large kernels, which set the wall time, dominate),
-    none negative."""
-    design = np.stack([np.ones(len(a)), a[:, 0], a[:, 1]], axis=1)
-    weight = np.ones(len(a))
-    active = list(columns)
-    while True:
+    """Coefficients ``[overhead, per_byte, per_flop, per_image]`` of
+    ``seconds ~ [1, bytes, flops, images]``, none negative.
+
+    The overhead is what the group's smallest kernels take (10th percentile, at most 50 us): a
+    free intercept would soak up the large kernels' misfit and then be charged to every small
+    node, which tiled plans have many of. The other coefficients are fitted by least squares
+    on the seconds beyond it (the large kernels, which set the wall time, dominate).
+    """
+    seconds = a[:, 3]
+    overhead = float(min(np.percentile(seconds, 10), 50e-6))
+    rest = np.maximum(seconds - overhead, 0.0)
+    design = np.stack([a[:, 0], a[:, 1], a[:, 2]], axis=1)
+    active = [c - 1 for c in columns if c > 0]
+    while active:
         coef = np.zeros(3)
-        sol, *_ = np.linalg.lstsq(design[:, active] * weight[:, None], a[:, 2] * weight, rcond=None)
+        sol, *_ = np.linalg.lstsq(design[:, active], rest, rcond=None)
         coef[active] = sol
         negative = [c for c in active if coef[c] < 0]
         if not negative:
-            return [float(c) for c in coef]
+            return [overhead, *(float(c) for c in coef)]
         active.remove(negative[0])
-        if not active:
-            return [float(np.median(a[:, 2])), 0.0, 0.0]
+    return [float(np.median(seconds)), 0.0, 0.0, 0.0]

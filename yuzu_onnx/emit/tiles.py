@@ -211,8 +211,12 @@ def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, la
 
 
 def finite_model(ctx: EmitContext) -> bool:
-    """Whether every op of the model is in :data:`FINITE_OPS`."""
-    return {n.op_type for n in ctx.plan.model.graph.node} <= FINITE_OPS
+    """Whether every op that runs on probes is in :data:`FINITE_OPS` (out-of-range positions
+    exist only in probe tensors; ops after the exits never see them)."""
+    if "finite" not in ctx.cache:
+        ops = {np_.node.op_type for np_ in ctx.plan.nodes if np_.spec.probe_form}
+        ctx.cache["finite"] = ops <= FINITE_OPS
+    return ctx.cache["finite"]
 
 
 # ----------------------------------------------------------------------------- input
