@@ -112,3 +112,14 @@ def test_auto_reports_the_forms_it_priced():
     fitting = [c for c in choice.considered if c.activations <= choice.budget]
     assert choice.chosen.seconds == min(c.seconds for c in fitting)
     assert np.isfinite(choice.chosen.seconds)
+
+
+@pytest.mark.parametrize("entry", manifest_params(ENTRIES))
+@pytest.mark.parametrize("form", ["tiled", "brute-force"])
+def test_every_op_of_every_form_has_a_cuda_kernel(entry, form):
+    """The Loop forms too may only use ops that ONNX Runtime's CUDA provider implements."""
+    from yuzu_onnx.kernels import missing_cuda_kernels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = convert(str(model_path(entry)), form=form, outputs=entry.get("outputs"))
+    assert missing_cuda_kernels(model) == []
