@@ -454,9 +454,12 @@ def session_source(model: onnx.ModelProto, stem: str) -> str | bytes:
 
 # --------------------------------------------------------------------------- sessions
 def session_options(threads: int | None, profile_prefix: str | None = None) -> ort.SessionOptions:
-    """The one set of options every timed session uses (plus profiling when asked)."""
+    """The one set of options every timed session uses (plus profiling when asked): those
+    ISMSession uses (:func:`yuzu_onnx.runtime.make_session`: the CPU arena without its memory
+    pattern), for the original model too."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.enable_mem_pattern = False
     if threads:
         opts.intra_op_num_threads = threads
     if profile_prefix:

@@ -155,7 +155,8 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
         choice = choose(build, budget=budget, provider=provider, forced=form)
     converted, plan = choice.chosen.model, choice.chosen.plan
     plan.choice = choice
-    warn_fallbacks(plan, stacklevel=2)
+    # the rules' fallbacks, also when brute force was chosen (they are why it was)
+    warn_fallbacks(next((c.plan for c in choice.considered if c.form != "brute force"), plan), stacklevel=2)
     # stored so that ISMSession sizes batches without re-deriving shapes
     converted.metadata_props.add(key=MEMORY_METADATA_KEY, value=plan.memory.to_json())
     try:
