@@ -146,7 +146,10 @@ def convert(model: ModelLike, *, start: int = 0, end: int | None = None,
         plan.memory = estimate_memory(converted)
         return converted, plan
 
-    if tile_width is not None or form == "tiled":
+    if form == "brute-force":
+        choice = choose(build, budget=budget, provider=provider, forced=form, tile_width=tile_width,
+                        per_chunk=tiles_per_chunk)
+    elif tile_width is not None or form == "tiled":
         choice = choose(build, budget=budget, provider=provider, forced="tiled", tile_width=tile_width,
                         per_chunk=tiles_per_chunk)
     elif form == "auto":

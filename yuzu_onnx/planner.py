@@ -108,7 +108,8 @@ def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu",
     if forced in (None, "whole"):
         considered.append(_priced("whole", model, plan, provider))
     if forced == "brute-force":
-        considered.append(_tiled(build, 1, budget, provider, brute_force=True, strict=True))
+        considered.append(_tiled(build, tile_width or 1, budget, provider, brute_force=True, per_chunk=per_chunk,
+                                 strict=True))
     elif forced == "tiled" and tile_width is not None:
         considered.append(_tiled(build, tile_width, budget, provider, per_chunk=per_chunk, strict=True))
     elif forced in (None, "tiled") and plan.sensing == "spike":
