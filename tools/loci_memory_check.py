@@ -16,9 +16,9 @@ Usage::
     python tools/loci_memory_check.py [--loci 1000 10000] [--genome-mb 4] [--model models/onnx/toynet_L80_torchscript.onnx]
                                       [--jobs raw tools] [--batch-size 64] [--max-memory SIZE] [--keep DIR]
 
-Without ``--max-memory`` ONNX Runtime's default CPU arena holds up to ~2.8x the predicted peak of a
-batch once the first few batches have run (README, Memory); with it, the process holds the
-predicted peak. Either way the plateau does not depend on the number of loci.
+Sessions keep ONNX Runtime's CPU arena (without its memory pattern, README, Memory), which
+reaches its plateau within the first few batches; ``--max-memory`` lowers the batch size. Either
+way the plateau does not depend on the number of loci.
 """
 from __future__ import annotations
 
