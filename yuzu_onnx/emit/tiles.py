@@ -162,13 +162,18 @@ def three_level(ctx: EmitContext, folded: str, name: str, probes: int, dims) -> 
 
 
 def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, last: int,
-           value: float | None) -> str:
+           value: float | None, split: bool = False):
     """The probe tensor of ``name`` over window positions ``first..last`` (relative to its
     window; either end may lie outside it): the probes where the window has them, the
     reference elsewhere, and, where ``value`` is given, ``value`` at out-of-range positions
     (the padding of the op about to read them).
 
-    Returns ``(N * c * P, *dims)`` with the sequence axis ``last - first + 1`` long.
+    Returns ``(N * c * P, *dims)`` with the sequence axis ``last - first + 1`` long; with
+    ``split`` (and a model whose probe ops keep values finite) the pair ``(probes, halo)`` of
+    three-level tensors ``(N, c, P, *dims)`` (zero outside the probes' window) and
+    ``(N, c, 1, *dims)`` (the reference outside it, zero inside) whose sum it is, so that a
+    consumer that adds anyway (a residual Add) adds them in the same pass; ``halo`` is None
+    when the window needs none.
     """
     b = ctx.b
     st = ctx.seq(name)
@@ -189,10 +194,12 @@ def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, la
     inside = (np.arange(first, last + 1) >= 0) & (np.arange(first, last + 1) < width)
     edge = in_range(ctx, name, first, last) if value is not None else None
     if inside.all() and edge is None:
-        return out
+        return (three_level(ctx, out, name, probes, dims), None) if split else out
     shape = window_mask_shape(ctx, name, len(inside))[3:]
     ref = reference_window(ctx, name, first, last, 0.0 if value is None else value)  # (N, c, 1, *dims)
     x3 = three_level(ctx, out, name, probes, dims)
+    if split and not finite_model(ctx):
+        raise InternalError(f"extending {name!r} in parts needs finite probe values")
     if not finite_model(ctx):  # NaN or inf in the window would survive the arithmetic below
         mask = None if inside.all() else b.const(inside.reshape(shape), "inside", dtype=np.bool_)
         if edge is not None:
@@ -207,6 +214,8 @@ def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, la
         x3 = b.op("Mul", [x3, b.op("Cast", [edge], "in_range_f", to=float_type)], "ext_zero")
         keep = b.op("And", [b.const(inside.reshape(shape), "inside", dtype=np.bool_), edge], "ext_keep")
         halo = b.op("Mul", [ref, b.op("Cast", [b.op("Not", [keep], "ext_halo")], "halo_f", to=float_type)], "halo")
+    if split:
+        return x3, halo
     return b.reshape(b.op("Add", [x3, halo], "ext"), [-1, *dims], "ext")
 
 
