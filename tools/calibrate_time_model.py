@@ -42,7 +42,7 @@ from yuzu_onnx.load import find_sequence_input  # noqa: E402
 from yuzu_onnx.memory import format_size, parse_size  # noqa: E402
 from yuzu_onnx.seqio import random_one_hot  # noqa: E402
 from yuzu_onnx.tiling import tile_quantum  # noqa: E402
-from yuzu_onnx.timing import DATA, fit, images, node_flops, op_group, predict_seconds  # noqa: E402
+from yuzu_onnx.timing import DATA, fit, images, narrowness, node_flops, op_group, predict_seconds  # noqa: E402
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 ITEMSIZE = {"float": 4, "int64_t": 8, "int32_t": 4, "bool": 1, "double": 8, "uint8_t": 1, "int8_t": 1}
@@ -78,7 +78,7 @@ def profile(model: onnx.ModelProto, feeds: dict, provider: str) -> tuple[list[tu
         out = shapes_out[0][0] if shapes_out else None
         flops = node_flops(op, [d for d, _ in shapes_in], out)
         count = images(op, shapes_in[0][0] if shapes_in else None)
-        samples.append((op_group(op), float(nbytes), flops, count, e["dur"] / 1e6))
+        samples.append((op_group(op), float(nbytes), flops, count, narrowness(flops, out), e["dur"] / 1e6))
     return samples, wall
 
 

@@ -34,6 +34,11 @@ from .timing import predict_seconds
 DEFAULT_BUDGET = 2**30
 #: A tile width is tried when its plan's FLOPs are below this fraction of the whole form's.
 TILE_FLOP_GAIN = 0.85
+#: Tile width (in quanta) measured fastest on the deep models (bpnet-lite BPNet: T=32 3.29 s,
+#: T=8 3.56 s, T=64 3.43 s; gReLU DilatedConvModel: 2.76, 3.34, 3.15 s), and how much slower
+#: the time model may predict it than the best tile width for it to be taken anyway.
+PREFERRED_QUANTA = 32
+TILE_SLACK = 0.15
 #: Tile widths tried, in units of the model's tile quantum (total stride).
 WIDTH_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
 #: Tile tensors a chunk holds at once at its peak, in units of its largest (the tensor, its
@@ -125,6 +130,12 @@ def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu",
     choice = Choice(considered[0], considered, brute, budget)
     fitting = [c for c in considered if c.activations <= budget]
     best = min(fitting, key=lambda c: c.seconds) if fitting else min(considered, key=lambda c: c.activations)
+    if best.form == "tiled" and tile_width is None:
+        # the time model overrates narrow tiles (it cannot see small GEMMs and per-image work
+        # well): among tiles predicted within TILE_SLACK of the best, take the width nearest
+        # PREFERRED_QUANTA quanta, measured fastest on bpnet-lite, gReLU dilated and ChromBPNet
+        close = [c for c in fitting if c.form == "tiled" and c.seconds <= (1 + TILE_SLACK) * best.seconds]
+        best = min(close, key=lambda c: abs(math.log2(c.tile_width / (PREFERRED_QUANTA * _quantum(best.plan)))))
     if not fitting:
         choice.notes.append(f"no form fits the budget of {format_size(budget)} per sequence; using the one that "
                             f"needs least ({format_size(best.activations)})")
@@ -143,6 +154,12 @@ def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu",
             best = brute_form
     choice.chosen = best
     return choice
+
+
+def _quantum(plan: Plan) -> int:
+    from .analyze import Analysis
+    from .tiling import tile_quantum
+    return tile_quantum(Analysis(plan))
 
 
 def _priced(form: str, model: onnx.ModelProto, plan: Plan, provider: str, **shape) -> Candidate:
@@ -174,7 +191,8 @@ def _widths_worth_trying(build: Build, plan: Plan, whole_fits: bool, strict: boo
     # the fewest FLOPs, and wider tiles within 25% of them: fewer, larger batches may run faster
     best = min(scored)[0]
     near = sorted(width for flops, width in scored if flops <= 1.25 * best)
-    return sorted({near[0], near[len(near) // 2], near[-1]})
+    preferred = min(near, key=lambda w: abs(math.log2(w / (PREFERRED_QUANTA * quantum))))
+    return sorted({near[0], near[len(near) // 2], preferred, near[-1]})
 
 
 def _largest_tile_tensor(plan: Plan) -> int:

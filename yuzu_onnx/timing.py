@@ -1,7 +1,9 @@
 """A time model of ONNX Runtime graphs, calibrated on measured kernel times.
 
-Each node costs ``overhead + per_byte x bytes + per_flop x flops + per_image x images``
-(``images``: the batch a Conv, MatMul or pool loops over, one small GEMM each), with coefficients per op
+Each node costs ``overhead + per_byte x bytes + per_flop x flops + per_image x images +
+per_narrow x flops / width`` (``images``: the batch a Conv, MatMul or pool loops over, one small
+GEMM each; ``flops / width``: the GEMM work per output column, which costs extra when columns are
+few, as in a tile's narrow windows), with coefficients per op
 type and provider fitted by ``tools/calibrate_time_model.py`` from ONNX Runtime profiles of
 converted and original models (``yuzu_onnx/data/time_model_<provider>.json``). ``bytes`` are
 the node's input and output tensors, ``flops`` its multiply-accumulates x 2 (Conv, MatMul,
@@ -31,7 +33,7 @@ DATA = Path(__file__).resolve().parent / "data"
 #: Op types that share a cost curve (the ops themselves differ little in what they do per byte).
 GROUPS = {"FusedConv": "Conv", "Identity": "Reshape", "Flatten": "Reshape", "Squeeze": "Reshape",
           "Unsqueeze": "Reshape", "Dropout": "Reshape", "Sub": "Add", "Mul": "Add", "Div": "Add",
-          "Equal": "Add", "Less": "Add", "GreaterOrEqual": "Add", "And": "Add", "Not": "Add",
+          "Equal": "Add", "Less": "Add", "Sum": "Add", "GreaterOrEqual": "Add", "And": "Add", "Not": "Add",
           "Sigmoid": "Relu", "Tanh": "Relu", "LeakyRelu": "Relu", "Elu": "Relu", "Softplus": "Relu",
           "Exp": "Relu", "Erf": "Relu", "Gelu": "Relu", "Clip": "Relu", "Cast": "Relu",
           "ReduceMean": "ReduceSum", "ReduceMax": "ReduceSum", "GlobalAveragePool": "ReduceSum",
@@ -46,9 +48,11 @@ class NodeCost:
     per_byte: float
     per_flop: float
     per_image: float = 0.0
+    per_narrow: float = 0.0
 
-    def seconds(self, nbytes: float, flops: float, images: float = 0.0) -> float:
-        return self.overhead + self.per_byte * nbytes + self.per_flop * flops + self.per_image * images
+    def seconds(self, nbytes: float, flops: float, images: float = 0.0, narrow: float = 0.0) -> float:
+        return (self.overhead + self.per_byte * nbytes + self.per_flop * flops + self.per_image * images
+                + self.per_narrow * narrow)
 
 
 #: Used for ops the calibration has not seen: about what ONNX Runtime's CPU kernels do on a
@@ -101,17 +105,24 @@ def images(op_type: str, first: tuple[int, ...] | None) -> float:
     return float(first[0])
 
 
+def narrowness(flops: float, out: tuple[int, ...] | None) -> float:
+    """``flops / width``: a GEMM's work per output column (width: the output's last axis)."""
+    return flops / out[-1] if flops and out and out[-1] else 0.0
+
+
 def node_features(node: onnx.NodeProto, shape: dict[str, tuple[tuple[int, ...], int]]
-                  ) -> tuple[str, float, float, float]:
-    """(op group, bytes read and written, flops, images) of a node; ``shape`` maps tensor ->
-    (dims, itemsize)."""
+                  ) -> tuple[str, float, float, float, float]:
+    """(op group, bytes read and written, flops, images, flops per output column) of a node;
+    ``shape`` maps tensor -> (dims, itemsize)."""
     ins = [shape.get(n) for n in node.input if n]
     outs = [shape.get(n) for n in node.output if n]
     nbytes = sum(math.prod(d) * size for d, size in filter(None, ins + outs))
     group = next((a.i for a in node.attribute if a.name == "group"), 1)
     flops = node_flops(node.op_type, [s[0] if s else None for s in ins], outs[0][0] if outs and outs[0] else None,
                        group)
-    return op_group(node.op_type), float(nbytes), flops, images(node.op_type, ins[0][0] if ins and ins[0] else None)
+    out = outs[0][0] if outs and outs[0] else None
+    return (op_group(node.op_type), float(nbytes), flops, images(node.op_type, ins[0][0] if ins and ins[0] else None),
+            narrowness(flops, out))
 
 
 def _shapes(graph: onnx.GraphProto, into: dict) -> None:
@@ -151,49 +162,50 @@ def _graph_seconds(graph: onnx.GraphProto, shape: dict, table: dict[str, NodeCos
             body = _graph_seconds(_subgraphs(node)[0], shape, table, set(constants), model)
             total += int(trips) * (body + table.get("Loop", DEFAULT).overhead)
             continue
-        group, nbytes, flops, count = node_features(node, shape)
-        total += table.get(group, DEFAULT).seconds(nbytes, flops, count)
+        group, nbytes, flops, count, narrow = node_features(node, shape)
+        total += table.get(group, DEFAULT).seconds(nbytes, flops, count, narrow)
     return total
 
 
-def fit(samples: list[tuple[str, float, float, float, float]], min_samples: int = 4) -> dict[str, NodeCost]:
-    """Fit cost curves from ``(op group, bytes, flops, images, seconds)`` samples: least squares per
+def fit(samples: list[tuple], min_samples: int = 4) -> dict[str, NodeCost]:
+    """Fit cost curves from ``(op group, bytes, flops, images, flops per column, seconds)``
+    samples: least squares per
     group with non-negative coefficients (a negative one is dropped and the rest refitted);
     groups with fewer than ``min_samples`` samples are left out (they use :data:`DEFAULT`)."""
     by: dict[str, list] = {}
-    for group, nbytes, flops, count, seconds in samples:
-        by.setdefault(group, []).append((nbytes, flops, count, seconds))
+    for group, nbytes, flops, count, narrow, seconds in samples:
+        by.setdefault(group, []).append((nbytes, flops, count, narrow, seconds))
     table = {}
     for group, rows in by.items():
         if len(rows) < min_samples:
             continue
         a = np.array(rows, dtype=np.float64)
-        columns = [0, 1] + ([2] if a[:, 1].any() else []) + ([3] if a[:, 2].any() else [])
+        columns = [0, 1] + [c + 1 for c in (1, 2, 3) if a[:, c].any()]
         coef = _nonnegative_fit(a, columns)
         table[group] = NodeCost(*coef)
     return table
 
 
 def _nonnegative_fit(a: np.ndarray, columns: list[int]) -> list[float]:
-    """Coefficients ``[overhead, per_byte, per_flop, per_image]`` of
-    ``seconds ~ [1, bytes, flops, images]``, none negative.
+    """Coefficients ``[overhead, per_byte, per_flop, per_image, per_narrow]`` of
+    ``seconds ~ [1, bytes, flops, images, flops per column]``, none negative.
 
     The overhead is what the group's smallest kernels take (10th percentile, at most 50 us): a
     free intercept would soak up the large kernels' misfit and then be charged to every small
     node, which tiled plans have many of. The other coefficients are fitted by least squares
     on the seconds beyond it (the large kernels, which set the wall time, dominate).
     """
-    seconds = a[:, 3]
+    seconds = a[:, 4]
     overhead = float(min(np.percentile(seconds, 10), 50e-6))
     rest = np.maximum(seconds - overhead, 0.0)
-    design = np.stack([a[:, 0], a[:, 1], a[:, 2]], axis=1)
+    design = a[:, :4]
     active = [c - 1 for c in columns if c > 0]
     while active:
-        coef = np.zeros(3)
+        coef = np.zeros(4)
         sol, *_ = np.linalg.lstsq(design[:, active], rest, rcond=None)
         coef[active] = sol
         negative = [c for c in active if coef[c] < 0]
         if not negative:
             return [overhead, *(float(c) for c in coef)]
         active.remove(negative[0])
-    return [float(np.median(seconds)), 0.0, 0.0, 0.0]
+    return [float(np.median(seconds)), 0.0, 0.0, 0.0, 0.0]
