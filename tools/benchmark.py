@@ -408,7 +408,7 @@ def make_peers(name: str, plan: Plan, X: np.ndarray, args: argparse.Namespace) -
     import torch
 
     device = "cuda" if args.provider == "cuda" else "cpu"
-    runners = {peer: TangermemeRunner(module, model, X[:args.naive_seqs], plan.start, plan.end, PEERS[peer],
+    runners = {peer: TangermemeRunner(module, model, X[:args.naive_seqs], plan.requested_start, plan.requested_end, PEERS[peer],
                                       args.peer_batch, device, args.peer_force_fast)
                for peer in args.peers}
     version = getattr(sys.modules.get("tangermeme"), "__version__", None) or _dist_version("tangermeme")
@@ -790,7 +790,7 @@ def convert_timed(path: Path, start: int = 0, end: int | None = None) -> tuple[o
 def print_plan(name: str, plan: Plan, seconds: float) -> None:
     """One line: mutants, conversion time and the plan's FLOPs per sequence."""
     flops = plan.totals()
-    print(f"{name}: L={plan.seq.length}, {plan.mutants} mutants/seq, converted in {seconds:.2f} s; "
+    print(f"{name}: L={plan.seq.length}, {plan.requested_mutants} mutants/seq, converted in {seconds:.2f} s; "
           f"TFLOP/seq naive {flops['naive'] / 1e12:.3f}, converted {flops['converted'] / 1e12:.4f}, "
           f"floor {flops['floor'] / 1e12:.4f} (naive/converted {flops['naive'] / flops['converted']:.1f}x, "
           f"naive/floor {flops['naive'] / flops['floor']:.1f}x)", flush=True)
@@ -804,7 +804,7 @@ class NaiveRunner:
         self.session = session
         self.X = X[:args.naive_seqs]
         self.layout = plan.seq.layout
-        self.region = (plan.start, plan.end)
+        self.region = (plan.requested_start, plan.requested_end)
         self.batch_size = batch_size
         self.last: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -878,8 +878,8 @@ def bench_model(name: str, path: Path, args: argparse.Namespace, exporter: str |
     print_plan(name, plan, seconds)
     for w in warns:
         print(f"  conversion warning: {w}")
-    res = ModelResult(name, str(path), plan.seq.length, plan.mutants, plan.totals(), seconds, warns,
-                      region=[plan.start, plan.end], exporter=exporter)
+    res = ModelResult(name, str(path), plan.seq.length, plan.requested_mutants, plan.totals(), seconds, warns,
+                      region=[plan.requested_start, plan.requested_end], exporter=exporter)
     memory = getattr(plan, "memory", None)
     pairs = ism_outputs(model)
     source = session_source(model, path.stem)

@@ -34,6 +34,7 @@ from .probe_sizing import ProbeSizing
 from .rules.base import Decline
 from .sensing import DEFAULT_TOLERANCE
 from .support import Support
+from .trim import reachable_region
 
 __all__ = ["analyze", "warn_fallbacks", "Analysis", "ConversionWarning", "FlatState", "MutState", "NodePlan", "Plan", "SeqState"]
 
@@ -41,7 +42,8 @@ __all__ = ["analyze", "warn_fallbacks", "Analysis", "ConversionWarning", "FlatSt
 def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceInput, *,
             start: int, end: int, substitutions: str, sensing: str, alpha: float,
             seed: int, tolerance: float = DEFAULT_TOLERANCE, tile_width: int | None = None,
-            tiles_per_chunk: int = 1, brute_force: bool = False, warn: bool = True) -> Plan:
+            tiles_per_chunk: int = 1, brute_force: bool = False, warn: bool = True,
+            trim: bool = True) -> Plan:
     """Choose a rule for each node of a canonical model and size every probe tensor.
 
     Emits a :class:`ConversionWarning` for each node that falls back to materialized mutants,
@@ -49,18 +51,35 @@ def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceI
     several plans and warns only about the one it keeps, :func:`warn_fallbacks`). With ``tile_width`` the plan is tiled
     (:mod:`yuzu_onnx.tiling`); a graph that cannot be tiled is refused naming the node. With
     ``brute_force`` the mutants are materialized at the input and every node runs per mutant
-    (tiled, such a plan is brute-force ISM in chunks inside one graph).
+    (tiled, such a plan is brute-force ISM in chunks inside one graph). With ``trim`` (default)
+    positions of the region whose mutations reach no output are left out of the computation
+    (:mod:`yuzu_onnx.trim`; ``plan.requested`` keeps the region asked for).
     """
-    plan = Plan(model, infos, seq, start, end, substitutions, sensing, alpha, seed,
-                states={}, nodes=[], outputs=[o.name for o in model.graph.output], tolerance=tolerance)
-    analysis = Analysis(plan, brute_force=brute_force)
-    analysis.run()
+    def new_plan(first: int, stop: int) -> Plan:
+        return Plan(model, infos, seq, first, stop, substitutions, sensing, alpha, seed,
+                    states={}, nodes=[], outputs=[o.name for o in model.graph.output], tolerance=tolerance)
+
+    plan = new_plan(start, end)
+    analysis = Analysis(plan)
+    analysis.run()  # the whole-sequence form over the region asked for: supports, floor
+    reached = reachable_region(plan) if trim else None
+    trimmed = reached is not None and reached != (start, end)
+    if trimmed or brute_force:
+        totals = plan.totals()
+        first, stop = reached if trimmed else (start, end)
+        plan = new_plan(first, stop)
+        if trimmed:
+            plan.requested = (start, end)
+            plan.requested_totals = {"naive": totals["naive"], "floor": totals["floor"]}
+        analysis = Analysis(plan, brute_force=brute_force)
+        analysis.run()
     if tile_width is not None:
         from .tiling import plan_tiling, switch_point
         switch = switch_point(analysis, tile_width)
         if switch is not None:  # tiles would span the whole tensor from here: run per mutant
-            plan = Plan(model, infos, seq, start, end, substitutions, sensing, alpha, seed, states={}, nodes=[],
-                        outputs=[o.name for o in model.graph.output], tolerance=tolerance)
+            requested, requested_totals = plan.requested, plan.requested_totals
+            plan = new_plan(plan.start, plan.end)
+            plan.requested, plan.requested_totals = requested, requested_totals
             analysis = Analysis(plan, materialize_at={switch})
             analysis.run()
         tiling = plan_tiling(analysis, tile_width, tiles_per_chunk)

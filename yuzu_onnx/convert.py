@@ -53,14 +53,15 @@ def plan_conversion(model: ModelLike, *, start: int = 0, end: int | None = None,
                     substitutions: str = "alt", input_name: str | None = None,
                     layout: str | None = None, outputs: Sequence[str] | None = None,
                     length: int | None = None, tolerance: float = DEFAULT_TOLERANCE,
-                    tile_width: int | None = None, tiles_per_chunk: int = 1) -> Plan:
+                    tile_width: int | None = None, tiles_per_chunk: int = 1, trim: bool = True) -> Plan:
     """Run the load, canonicalize and analyze passes (whole-sequence form, or the tiled one with
-    ``tile_width``); see :func:`convert` for parameters."""
+    ``tile_width``); see :func:`convert` for parameters. ``trim=False`` keeps positions whose
+    mutations reach no output in the plan (:mod:`yuzu_onnx.trim`)."""
     _check_options(sensing, substitutions, alpha, tolerance)
     canonical, infos, seq, end = _prepare(model, start, end, input_name, layout, outputs, length)
     return analyze(canonical, infos, seq, start=start, end=end, substitutions=substitutions,
                    sensing="spike" if sensing == "structured" else "gaussian", alpha=alpha, seed=seed,
-                   tolerance=tolerance, tile_width=tile_width, tiles_per_chunk=tiles_per_chunk)
+                   tolerance=tolerance, tile_width=tile_width, tiles_per_chunk=tiles_per_chunk, trim=trim)
 
 
 def convert(model: ModelLike, *, start: int = 0, end: int | None = None,

@@ -22,7 +22,7 @@ class FlopCounter:
             plan.reference_flops += per_seq  # the original graph computes y0 and R once
             if np_.spec.form == "reference":
                 continue
-            np_.naive_flops = plan.mutants * per_seq
+            np_.naive_flops = plan.requested_mutants * per_seq
             np_.converted_flops, np_.floor_flops = np_.spec.flops(self, np_, per_seq)
 
     def node_flops(self, node: onnx.NodeProto) -> int:

@@ -160,6 +160,13 @@ class Plan:
     tiling: Tiling | None = None
     #: How the form was chosen (:class:`yuzu_onnx.planner.Choice`), set by ``convert``.
     choice: object | None = None
+    #: The region the user asked for, where it is wider than ``start..end``: mutations of its
+    #: positions outside ``start..end`` reach no output (a crop removes all they change), so
+    #: their ``y_ism`` equals ``y0`` and nothing is computed for them (see :func:`reachable_region`).
+    requested: tuple[int, int] | None = None
+    #: Naive and floor FLOPs of the requested region (set with ``requested``): the trimmed
+    #: plan's own count would credit the trimming to the floor.
+    requested_totals: dict[str, int] | None = None
 
     @functools.cached_property
     def non_finite_weights(self) -> bool:
@@ -180,12 +187,35 @@ class Plan:
 
     @property
     def mutants(self) -> int:
-        """``M``: mutants per sequence."""
+        """``M``: mutants per sequence the graph computes."""
         return self.subs * self.region
 
+    @property
+    def requested_start(self) -> int:
+        """First position of the region ``y_ism`` covers (``start`` unless trimmed)."""
+        return self.start if self.requested is None else self.requested[0]
+
+    @property
+    def requested_end(self) -> int:
+        """End (exclusive) of the region ``y_ism`` covers (``end`` unless trimmed)."""
+        return self.end if self.requested is None else self.requested[1]
+
+    @property
+    def requested_region(self) -> int:
+        return self.requested_end - self.requested_start
+
+    @property
+    def requested_mutants(self) -> int:
+        """Mutants per sequence ``y_ism`` holds (naive ISM runs all of them)."""
+        return self.subs * self.requested_region
+
     def totals(self) -> dict[str, int]:
-        """Summed FLOPs: naive ISM, converted graph (incl. the reference pass), floor."""
+        """Summed FLOPs: naive ISM, converted graph (incl. the reference pass), floor (naive
+        and floor of the requested region where the plan is trimmed)."""
         naive = sum(n.naive_flops for n in self.nodes) + self.reference_flops
         conv = sum(n.converted_flops for n in self.nodes) + self.reference_flops
         floor = sum(n.floor_flops for n in self.nodes) + self.reference_flops
-        return {"naive": naive, "converted": conv, "floor": floor}
+        totals = {"naive": naive, "converted": conv, "floor": floor}
+        if self.requested_totals is not None:
+            totals.update(self.requested_totals)
+        return totals

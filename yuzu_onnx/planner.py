@@ -108,7 +108,7 @@ def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu",
         Only consider this form (``tile_width``/``per_chunk`` fix the tiles).
     """
     model, plan = build(emit_graph=forced in (None, "whole"))
-    brute = predict_seconds(plan.model, provider, batch=NAIVE_BATCH) * math.ceil(plan.mutants / NAIVE_BATCH)
+    brute = predict_seconds(plan.model, provider, batch=NAIVE_BATCH) * math.ceil(plan.requested_mutants / NAIVE_BATCH)
     considered: list[Candidate] = []
     if forced in (None, "whole"):
         considered.append(_priced("whole", model, plan, provider))

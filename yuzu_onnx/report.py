@@ -30,9 +30,12 @@ def plan_table(plan: Plan) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     t = plan.totals()
     lines.append("")
-    lines.append(f"mutants per sequence: {plan.mutants} ({plan.subs} substitutions x positions "
-                 f"{plan.start}..{plan.end - 1}), substitutions={plan.substitutions}, sensing="
+    lines.append(f"mutants per sequence: {plan.requested_mutants} ({plan.subs} substitutions x positions "
+                 f"{plan.requested_start}..{plan.requested_end - 1}), substitutions={plan.substitutions}, sensing="
                  f"{'structured' if plan.sensing == 'spike' else 'gaussian'}")
+    if plan.requested is not None:
+        lines.append(f"computed: positions {plan.start}..{plan.end - 1} ({plan.mutants} mutants); mutations "
+                     "outside them reach no output (cropped away), their y_ism is y0")
     lines.append(f"FLOPs per sequence: naive ISM {t['naive'] / 1e9:,.2f} G, converted {t['converted'] / 1e9:,.2f} G, "
                  f"floor {t['floor'] / 1e9:,.2f} G")
     lines.append(f"predicted speedup (FLOPs): {t['naive'] / max(t['converted'], 1):.1f}x "

@@ -16,12 +16,13 @@ from yuzu_onnx.plan import NodePlan, Plan, SeqState
 def plan_of(net: Net, out: str, length: int = 20, *, channels: int = 4, layout: str = "NCL",
             inputs: dict | None = None, **options) -> Plan:
     """Plan of the model ``x -> ... -> out`` built in ``net`` (output named ``y``), warnings
-    silenced (tests that check warnings catch them themselves)."""
+    silenced (tests that check warnings catch them themselves), over the region asked for
+    (not trimmed to the positions that reach ``out``: supports are compared in its numbering)."""
     shape = ["N", channels, length] if layout == "NCL" else ["N", length, channels]
     model = net.model({"x": shape, **(inputs or {})}, {"y": out})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return plan_conversion(model, **options)
+        return plan_conversion(model, **{"trim": False, **options})
 
 
 def node(plan: Plan, name: str) -> NodePlan:

@@ -61,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if used != providers[0] or session.provider != providers[0]:
         raise ValueError(f"{providers[0]} is not usable here (ONNX Runtime runs {used}); use --provider cpu")
     X = random_one_hot(args.sequences, plan.seq.length, alphabet=plan.seq.alphabet, layout=plan.seq.layout)
-    naive = _median_seconds(lambda: naive_ism(original, X, start=plan.start, end=plan.end,
+    naive = _median_seconds(lambda: naive_ism(original, X, start=plan.requested_start, end=plan.requested_end,
                                               layout=plan.seq.layout), args.repeats)
     converted = _median_seconds(lambda: session.run(X), args.repeats)
     flops = plan.totals()
     n = args.sequences
-    print(f"{args.model}: L={plan.seq.length}, {plan.mutants} mutants per sequence, {n} sequence(s), {used}")
+    print(f"{args.model}: L={plan.seq.length}, {plan.requested_mutants} mutants per sequence, {n} sequence(s), {used}")
     print(f"  naive ISM   {naive / n:10.4f} s/sequence   {flops['naive'] / 1e9:12,.1f} GFLOP/sequence")
     print(f"  converted   {converted / n:10.4f} s/sequence   {flops['converted'] / 1e9:12,.1f} GFLOP/sequence")
     print(f"  speedup {naive / converted:.1f}x (FLOPs {flops['naive'] / flops['converted']:.1f}x; "

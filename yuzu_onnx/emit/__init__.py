@@ -54,7 +54,7 @@ def emit(plan: Plan) -> onnx.ModelProto:
     for out in graph.output:
         dims = _static_output_dims(plan, out.name)
         emit_ism_output(ctx, out.name, dims)
-        shape = ["N", plan.seq.alphabet, plan.region] + dims
+        shape = ["N", plan.seq.alphabet, plan.requested_region] + dims
         new_outputs.append(helper.make_tensor_value_info(ism_output_name(out.name),
                                                          out.type.tensor_type.elem_type, shape))
     out_graph = helper.make_graph(
@@ -94,8 +94,8 @@ def _set_metadata(model: onnx.ModelProto, plan: Plan) -> None:
         "yuzu_onnx.layout": plan.seq.layout,
         "yuzu_onnx.alphabet": str(plan.seq.alphabet),
         "yuzu_onnx.length": str(plan.seq.length),
-        "yuzu_onnx.start": str(plan.start),
-        "yuzu_onnx.end": str(plan.end),
+        "yuzu_onnx.start": str(plan.requested_start),
+        "yuzu_onnx.end": str(plan.requested_end),
         "yuzu_onnx.substitutions": plan.substitutions,
         "yuzu_onnx.sensing": plan.sensing,
         "yuzu_onnx.outputs": json.dumps({o: ism_output_name(o) for o in plan.outputs}),

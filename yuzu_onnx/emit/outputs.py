@@ -16,7 +16,7 @@ def ism_output_name(output: str) -> str:
 def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     """Emit ``y_hat`` for one original output; returns its graph name."""
     b, plan = ctx.b, ctx.plan
-    a, s, region = plan.seq.alphabet, plan.subs, plan.region
+    a, s, region = plan.seq.alphabet, plan.subs, plan.requested_region
     name = b.reserve(ism_output_name(output))
     rest = list(range(3, 3 + len(out_dims)))
     if output in ctx.mut:  # per mutant already (a tiled plan's Loop leaves every output so)
@@ -26,13 +26,15 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     else:  # the output does not depend on the sequence: every slot equals y0
         y0_b = b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")  # static dims, as y_ism has
         return b.op("Expand", [y0_b, b.ints([1, a, region] + [1] * len(out_dims))], outputs=[name])
-    by_slot = b.reshape(per_mutant, [-1, region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
+    by_slot = b.reshape(per_mutant, [-1, plan.region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
+    by_slot = _unreached_as_y0(ctx, output, by_slot, out_dims)
     if plan.substitutions == "all":
         return b.op("Transpose", [by_slot], outputs=[name], perm=[0, 2, 1] + rest)
     # alt: slot s at a position with reference r is character s + (s >= r); r itself gets y0.
     seq = plan.seq
     ref = b.op("ArgMax", [seq.name], "ref_char", axis=seq.channel_axis, keepdims=0)  # (N, L)
-    ref = b.op("Slice", [ref, b.ints([plan.start]), b.ints([plan.end]), b.ints([1])], "ref_region")
+    ref = b.op("Slice", [ref, b.ints([plan.requested_start]), b.ints([plan.requested_end]), b.ints([1])],
+               "ref_region")
     ref = b.unsqueeze(ref, list(range(2, 3 + len(out_dims))), "ref_b")  # (N, Lr, 1, 1...)
     letters = b.const(np.arange(a).reshape((a,) + (1,) * len(out_dims)), "letters", dtype=np.int64)
     first = b.op("Slice", [by_slot, b.ints([0]), b.ints([1]), b.ints([2])], "slot0")
@@ -44,3 +46,19 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     upper = b.op("Where", [is_ref, y0_b, above], "upper")
     merged = b.op("Where", [is_below, below, upper], "merged")  # (N, Lr, A, *out)
     return b.op("Transpose", [merged], outputs=[name], perm=[0, 2, 1] + rest)
+
+
+def _unreached_as_y0(ctx: EmitContext, output: str, by_slot: str, out_dims: list[int]) -> str:
+    """``by_slot`` over the requested region: positions of a trimmed plan
+    (:mod:`yuzu_onnx.trim`) whose mutations reach no output get ``y0`` in every slot."""
+    b, plan = ctx.b, ctx.plan
+    before, after = plan.start - plan.requested_start, plan.requested_end - plan.end
+    if not before and not after:
+        return by_slot
+    y0_b = b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")
+
+    def unreached(positions: int) -> list[str]:
+        return [b.op("Expand", [y0_b, b.ints([1, positions, plan.subs] + [1] * len(out_dims))], "unreached")
+                ] if positions else []
+
+    return b.op("Concat", unreached(before) + [by_slot] + unreached(after), "by_slot_requested", axis=1)
