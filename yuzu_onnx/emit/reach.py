@@ -21,8 +21,9 @@ from .context import EmitContext
 from .probes import reprobe
 
 
-def delta_rows(ctx: EmitContext, name: str) -> str:
-    """Deltas of a probe tensor laid out ``(N, L, P, C)`` (other axes flattened into ``C``)."""
+def deltas(ctx: EmitContext, name: str) -> str:
+    """Deltas ``probe - reference`` of a probe tensor, ``(N, P, *dims)`` (tiled: ``(N*c, P,
+    *window dims)``, zero at window positions outside the tensor)."""
     b = ctx.b
     st = ctx.seq(name)
     p = st.probes
@@ -40,10 +41,31 @@ def delta_rows(ctx: EmitContext, name: str) -> str:
         from .tiles import zero_out_of_range
         folded = b.reshape(delta, [-1, *st.dims], "exit_delta")
         delta = b.reshape(zero_out_of_range(ctx, name, folded, p), [-1, p, *st.dims], "exit_delta")
+    return delta
+
+
+def delta_rows(ctx: EmitContext, name: str) -> str:
+    """Deltas of a probe tensor laid out ``(N, L, P, C)`` (other axes flattened into ``C``)."""
+    b, st = ctx.b, ctx.seq(name)
     others = [ax + 1 for ax in range(1, len(st.dims) + 1) if ax != st.seq_axis]
-    moved = b.transpose(delta, [0, 1 + st.seq_axis, 1] + others, "exit_t")
+    moved = b.transpose(deltas(ctx, name), [0, 1 + st.seq_axis, 1] + others, "exit_t")
     length = st.dims[st.seq_axis - 1]
-    return b.reshape(moved, [0, length, p, -1], "exit_rows")
+    return b.reshape(moved, [0, length, st.probes, -1], "exit_rows")
+
+
+def one_mutant_per_probe(ctx: EmitContext, st: SeqState) -> bool:
+    """Whether each probe of a tiled tensor holds one mutant of its tile (``P = S*T``: probe
+    ``p`` is local mutant ``p``), so that a mutant's reach is its probe's whole window."""
+    return ctx.tiling is not None and st.probes == ctx.plan.subs * ctx.tiling.width
+
+
+def sum_over_window(ctx: EmitContext, name: str) -> str:
+    """``(N*c, S*T, C)``: each mutant's deltas summed over the sequence axis, where
+    :func:`one_mutant_per_probe` holds (one reduction over the probes' windows: positions a
+    mutant does not reach hold its probe's reference values, delta 0 up to rounding)."""
+    b, st = ctx.b, ctx.seq(name)
+    summed = b.op("ReduceSum", [deltas(ctx, name), b.ints([1 + st.seq_axis])], "exit_delta", keepdims=0)
+    return b.reshape(summed, [0, st.probes, -1], "exit_delta")
 
 
 def sum_over_reach(ctx: EmitContext, st: SeqState, per_position: str, width: int) -> str:

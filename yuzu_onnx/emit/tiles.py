@@ -162,18 +162,13 @@ def three_level(ctx: EmitContext, folded: str, name: str, probes: int, dims) -> 
 
 
 def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, last: int,
-           value: float | None, split: bool = False):
+           value: float | None) -> str:
     """The probe tensor of ``name`` over window positions ``first..last`` (relative to its
     window; either end may lie outside it): the probes where the window has them, the
     reference elsewhere, and, where ``value`` is given, ``value`` at out-of-range positions
     (the padding of the op about to read them).
 
-    Returns ``(N * c * P, *dims)`` with the sequence axis ``last - first + 1`` long; with
-    ``split`` (and a model whose probe ops keep values finite) the pair ``(probes, halo)`` of
-    three-level tensors ``(N, c, P, *dims)`` (zero outside the probes' window) and
-    ``(N, c, 1, *dims)`` (the reference outside it, zero inside) whose sum it is, so that a
-    consumer that adds anyway (a residual Add) adds them in the same pass; ``halo`` is None
-    when the window needs none.
+    Returns ``(N * c * P, *dims)`` with the sequence axis ``last - first + 1`` long.
     """
     b = ctx.b
     st = ctx.seq(name)
@@ -186,37 +181,55 @@ def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, la
     if lo > 0 or hi < width - 1:
         out = b.op("Slice", [out, b.ints([lo]), b.ints([hi + 1]), b.ints([axis])], "ext_crop")
     before, after = max(-first, 0), max(last - (width - 1), 0)
+    edge = in_range(ctx, name, lo, hi) if value is not None else None
+    if not before and not after and edge is None:
+        return out
+    if edge is None:
+        return _extend_by_concat(ctx, name, out, probes, (first, lo - 1), (hi + 1, last), value)
     if before or after:
         rank = len(st.dims) + 1
         pads = [0] * (2 * rank)
         pads[axis], pads[rank + axis] = before, after
         out = b.op("Pad", [out, b.ints(pads)], "ext_pad")
     inside = (np.arange(first, last + 1) >= 0) & (np.arange(first, last + 1) < width)
-    edge = in_range(ctx, name, first, last) if value is not None else None
-    if inside.all() and edge is None:
-        return (three_level(ctx, out, name, probes, dims), None) if split else out
+    edge = in_range(ctx, name, first, last)
     shape = window_mask_shape(ctx, name, len(inside))[3:]
-    ref = reference_window(ctx, name, first, last, 0.0 if value is None else value)  # (N, c, 1, *dims)
+    ref = reference_window(ctx, name, first, last, value)  # (N, c, 1, *dims)
     x3 = three_level(ctx, out, name, probes, dims)
-    if split and not finite_model(ctx):
-        raise InternalError(f"extending {name!r} in parts needs finite probe values")
     if not finite_model(ctx):  # NaN or inf in the window would survive the arithmetic below
-        mask = None if inside.all() else b.const(inside.reshape(shape), "inside", dtype=np.bool_)
-        if edge is not None:
-            mask = edge if mask is None else b.op("And", [mask, edge], "ext_mask")
+        mask = b.op("And", [b.const(inside.reshape(shape), "inside", dtype=np.bool_), edge], "ext_mask")
         return b.reshape(b.op("Where", [mask, x3, ref], "ext"), [-1, *dims], "ext")
-    # probes padded with zeros (+ zeros where the window is out of range) plus the reference
+    # probes padded with zeros (and zeroed where the window is out of range) plus the reference
     # where the probes are not used: exact (x + 0 = x, 0 + r = r), and cheaper than a Where
     float_type = helper.np_dtype_to_tensor_dtype(ctx.dtype)
-    if edge is None:
-        halo = b.op("Mul", [ref, b.const((~inside).astype(np.float64).reshape(shape), "outside")], "halo")
-    else:
-        x3 = b.op("Mul", [x3, b.op("Cast", [edge], "in_range_f", to=float_type)], "ext_zero")
-        keep = b.op("And", [b.const(inside.reshape(shape), "inside", dtype=np.bool_), edge], "ext_keep")
-        halo = b.op("Mul", [ref, b.op("Cast", [b.op("Not", [keep], "ext_halo")], "halo_f", to=float_type)], "halo")
-    if split:
-        return x3, halo
+    x3 = b.op("Mul", [x3, b.op("Cast", [edge], "in_range_f", to=float_type)], "ext_zero")
+    keep = b.op("And", [b.const(inside.reshape(shape), "inside", dtype=np.bool_), edge], "ext_keep")
+    halo = b.op("Mul", [ref, b.op("Cast", [b.op("Not", [keep], "ext_halo")], "halo_f", to=float_type)], "halo")
     return b.reshape(b.op("Add", [x3, halo], "ext"), [-1, *dims], "ext")
+
+
+def _extend_by_concat(ctx: EmitContext, name: str, probes_part: str, probes: int, left: tuple[int, int],
+                      right: tuple[int, int], value: float | None) -> str:
+    """:func:`extend` where the probes' own positions all lie in range: the reference windows
+    ``left`` and ``right`` (window positions, inclusive; empty when reversed), repeated for
+    each probe, concatenated around the probes along the sequence axis. One copy of the probes
+    (a Pad to zeros and an Add of the reference take two passes and ORT's Pad is slow on the
+    last axis), values copied as they are (no arithmetic: exact for any values)."""
+    b, st = ctx.b, ctx.seq(name)
+    axis = st.seq_axis
+    pieces = []
+    for first, last in (left, right):
+        if first > last:
+            pieces.append(None)
+            continue
+        ref = reference_window(ctx, name, first, last, 0.0 if value is None else value)  # (N, c, 1, *dims)
+        repeat = [1] * (len(st.dims) + 3)
+        repeat[2] = probes
+        dims = list(st.dims)
+        dims[axis - 1] = last - first + 1
+        pieces.append(b.reshape(b.op("Expand", [ref, b.ints(repeat)], "ext_ref"), [-1, *dims], "ext_ref"))
+    parts = [p for p in (pieces[0], probes_part, pieces[1]) if p is not None]
+    return b.op("Concat", parts, "ext", axis=axis)
 
 
 def finite_model(ctx: EmitContext) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from ..emit.context import EmitContext
-from ..emit.reach import add_to_reference, delta_rows, sum_over_reach
+from ..emit.reach import add_to_reference, delta_rows, one_mutant_per_probe, sum_over_reach, sum_over_window
 from ..ops import attr, prod
 from ..plan import MutState, NodePlan, SeqState
 from .base import Decline, Rule
@@ -100,8 +100,11 @@ def emit_reduce_exit(ctx: EmitContext, np_: NodePlan) -> None:
     st = ctx.seq(x)
     rest = [d for i, d in enumerate(st.dims, start=1) if i != st.seq_axis]
     width = int(np.prod(rest, dtype=np.int64))
-    rows = delta_rows(ctx, x)  # (N, L, P, C)
-    delta = sum_over_reach(ctx, st, rows, width)  # (N, M, C)
+    if one_mutant_per_probe(ctx, st):
+        delta = sum_over_window(ctx, x)  # (N*c, S*T, C)
+    else:
+        rows = delta_rows(ctx, x)  # (N, L, P, C)
+        delta = sum_over_reach(ctx, st, rows, width)  # (N, M, C)
     if node.op_type != "ReduceSum":
         full = ctx.plan.states[x]  # a mean over the tensor's real length, not a tile's window
         delta = b.op("Div", [delta, b.const(np.array(float(full.dims[full.seq_axis - 1])))], "mean_delta")
