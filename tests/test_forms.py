@@ -123,3 +123,37 @@ def test_every_op_of_every_form_has_a_cuda_kernel(entry, form):
         warnings.simplefilter("ignore")
         model = convert(str(model_path(entry)), form=form, outputs=entry.get("outputs"))
     assert missing_cuda_kernels(model) == []
+
+
+
+@pytest.mark.parametrize("subs", ["alt", "all"])
+@pytest.mark.parametrize("form", ["brute-force", "tiled"])
+def test_per_mutant_profile_head_runs_as_taps(form, subs):
+    """A conv with few output channels on materialized mutants (brute force; tiles whose window
+    grows past its tensor switch to mutants before the head) runs as per-tap MatMuls: no Conv
+    with the head's weight is left in the Loop, and the result matches the oracle."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from builders import Net, random_one_hot
+    from conftest import assert_ism_close
+    from yuzu_onnx import naive_ism
+
+    net = Net(seed=3)
+    h = net.op("Relu", [net.conv("x", 4, 12, 5, pads=[2, 2])])
+    h = net.op("Relu", [net.conv(h, 12, 12, 3, pads=[8, 8], dilations=[8])])
+    head = net.conv(h, 12, 2, 9, pads=[8, 8], dilations=[2])
+    model = net.model({"x": ["N", 4, 23]}, {"y": head})
+    kwargs = {"form": "brute-force"} if form == "brute-force" else {"tile_width": 2, "tiles_per_chunk": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = convert(model, substitutions=subs, **kwargs)
+    weights = {t.name: numpy_helper.to_array(t).shape for t in graph.graph.initializer}
+    body = next(n for n in graph.graph.node if n.op_type == "Loop").attribute[0].g.node
+    assert [n for n in body if n.op_type == "MatMul"]
+    assert not [n for n in body if n.op_type == "Conv" and weights.get(n.input[1], (0,))[0] == 2]
+    X = random_one_hot(2, 23, seed=5)
+    y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
+    ((r0, r_hat),) = naive_ism(model, X)
+    np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
+    assert_ism_close(y_hat, r_hat, r0, start=0, label=f"taps head {form} {subs}")

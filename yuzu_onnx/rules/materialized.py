@@ -2,7 +2,8 @@
 
 - ``exit``: an op over all positions whose result cannot be summed from deltas (max or softmax
   over positions, a profile head): its probe-form input is materialized, as planned.
-- ``per-mutant``: after an exit every tensor is per mutant; nodes run as in naive ISM.
+- ``per-mutant``: after an exit every tensor is per mutant; nodes run as in naive ISM (a Conv
+  with few output channels, a profile head, as per-tap MatMuls: the same sums, no im2col).
 - ``fallback``: a node no rule accepts. Its sequence-dependent inputs are materialized for
   every mutant and it runs unchanged, so the result is exact; the conversion warns with the
   reasons each rule family gave (:attr:`yuzu_onnx.plan.NodePlan.declines`).
@@ -17,6 +18,7 @@ from ..emit.context import EmitContext
 from ..emit.materialize import materialize
 from ..plan import NodePlan
 from .base import Rule, per_mutant_flops
+from .window import conv_on_mutants
 
 
 def emit_per_mutant(ctx: EmitContext, np_: NodePlan) -> None:
@@ -32,6 +34,10 @@ def emit_per_mutant(ctx: EmitContext, np_: NodePlan) -> None:
             inputs.append(ctx.repeat_side(name, ctx.mutants))
         else:
             inputs.append(name)
+    taps = conv_on_mutants(ctx, node, inputs[0]) if node.op_type == "Conv" else None
+    if taps is not None:  # a profile head: the same sums without im2col
+        ctx.mut[node.output[0]] = taps
+        return
     outputs = []
     for name in node.output:
         if not name:
