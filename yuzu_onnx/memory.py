@@ -345,10 +345,7 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
             peak = max(peak, live + body_peak + total, live + 2 * total)
             slices = []
             if arena is not None:
-                body = _subgraphs(node)[0]
-                for _ in range(trips):
-                    slices += _replay_graph(body, sizes, constants, {o.name for o in body.output[1:]}, model,
-                                            arena)[3]
+                slices = _replay_iterations(_subgraphs(node)[0], trips, sizes, constants, model, arena)
             for name, size in zip(outputs, scans):
                 new_buffer(name, size)
                 live += size
@@ -385,6 +382,35 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
                     arena.free_chunk(handle_of.pop(bid))
     kept = [handle_of[buffer_of[name]] for name in keep if name in buffer_of and buffer_of[name] in handle_of]
     return peak, largest, unknown, kept
+
+
+#: Loop iterations the arena model always replays node by node (:func:`_replay_iterations`).
+LOOP_REPLAYS = 16
+
+
+def _replay_iterations(body: onnx.GraphProto, trips: int, sizes: dict[str, tuple[int, int]], constants: set[str],
+                       model: onnx.ModelProto | None, arena: ArenaModel) -> list[int]:
+    """Run a Loop body ``trips`` times in ``arena``; returns the handles of the gathered outputs.
+
+    Each iteration allocates and frees the same tensors, so after :data:`LOOP_REPLAYS`
+    iterations, once two in a row have touched no memory beyond their gathered outputs, the
+    arena reuses the same chunks from then on: the remaining iterations only add their outputs
+    (replaying each of hundreds of iterations node by node made converting gReLU's dilated model
+    take 13 s instead of 0.7 s; stopping after the first two quiet iterations missed a late
+    region, ChromBPNet-like 779 MiB against 869 MiB).
+    """
+    kept = [o.name for o in body.output[1:]]
+    kept_bytes = sum(-(-max(sizes.get(name, (0, 0))[1], 1) // arena.ROUND) * arena.ROUND for name in kept)
+    handles: list[int] = []
+    steady = 0
+    for done in range(trips):
+        before = arena.resident
+        handles += _replay_graph(body, sizes, constants, set(kept), model, arena)[3]
+        steady = steady + 1 if arena.resident - before <= kept_bytes else 0
+        if steady >= 2 and done + 1 >= LOOP_REPLAYS:
+            handles += [arena.alloc(sizes.get(name, (0, 0))[1]) for _ in range(trips - done - 1) for name in kept]
+            break
+    return handles
 
 
 def _loop_body(node: onnx.NodeProto, sizes: dict[str, tuple[int, int]], constants: set[str],
