@@ -1,6 +1,6 @@
 """Every form of the converted graph against the brute-force oracle: tiles of several widths
 and chunk sizes (windows, halos, out-of-range padding, the switch to materialized mutants where
-windows would span a tensor), and brute force in chunks, on every committed reference model
+windows would outgrow a tensor), and brute force in chunks, on every committed reference model
 (both exporters), the full region and sub-regions touching both ends, both substitution modes,
 batch 2 (see test_convert.py for the whole-sequence form that ``auto`` picks on these models).
 """

@@ -76,7 +76,7 @@ def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceI
     if tile_width is not None:
         from .tiling import plan_tiling, switch_point
         switch = switch_point(analysis, tile_width)
-        if switch is not None:  # tiles would span the whole tensor from here: run per mutant
+        if switch is not None:  # tile windows would outgrow the tensor from here: run per mutant
             requested, requested_totals = plan.requested, plan.requested_totals
             plan = new_plan(plan.start, plan.end)
             plan.requested, plan.requested_totals = requested, requested_totals
@@ -172,7 +172,7 @@ class Analysis(ProbeSizing, FlopCounter):
                 if out:
                     states[out] = MutState()
             why = ("brute force: the time model predicts no accelerated form is faster" if self.brute_force else
-                   "tiles would span the whole tensor from here: mutants are materialized per chunk")
+                   "tile windows would outgrow the tensor from here: mutants are materialized per chunk")
             return NodePlan(node, rules.EXIT, materialize=dep, note=why)
         if kinds == {SeqState}:
             declines: list[Decline] = []
