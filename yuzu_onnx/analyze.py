@@ -55,9 +55,12 @@ def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceI
     positions of the region whose mutations reach no output are left out of the computation
     (:mod:`yuzu_onnx.trim`; ``plan.requested`` keeps the region asked for).
     """
-    def new_plan(first: int, stop: int) -> Plan:
+    def new_plan(first: int, stop: int, like: Plan | None = None) -> Plan:
+        """A fresh plan of ``first..stop`` (asked for as ``like`` was, when given)."""
         return Plan(model, infos, seq, first, stop, substitutions, sensing, alpha, seed,
-                    states={}, nodes=[], outputs=[o.name for o in model.graph.output], tolerance=tolerance)
+                    states={}, nodes=[], outputs=[o.name for o in model.graph.output], tolerance=tolerance,
+                    requested=None if like is None else like.requested,
+                    requested_totals=None if like is None else like.requested_totals)
 
     plan = new_plan(start, end)
     analysis = Analysis(plan)
@@ -77,9 +80,7 @@ def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceI
         from .tiling import plan_tiling, switch_point
         switch = switch_point(analysis, tile_width)
         if switch is not None:  # tile windows would outgrow the tensor from here: run per mutant
-            requested, requested_totals = plan.requested, plan.requested_totals
-            plan = new_plan(plan.start, plan.end)
-            plan.requested, plan.requested_totals = requested, requested_totals
+            plan = new_plan(plan.start, plan.end, like=plan)
             analysis = Analysis(plan, materialize_at={switch})
             analysis.run()
         tiling = plan_tiling(analysis, tile_width, tiles_per_chunk)

@@ -55,10 +55,10 @@ class MemoryEstimate:
 
     def resident(self, batch: int) -> int:
         """Activation bytes the process holds after a run on ``batch`` sequences (sessions as
-        :func:`yuzu_onnx.runtime.make_session` makes them): for a whole-sequence graph the
-        live tensors as ONNX Runtime's CPU arena lays them out (:class:`ArenaModel`), for a
-        tiled one the live peak (see :func:`estimate_memory`). Estimates made before this was
-        modelled (metadata of older files) give the live-tensor peak."""
+        :func:`yuzu_onnx.runtime.make_session` makes them): the live tensors as ONNX Runtime's
+        CPU arena lays them out (:class:`ArenaModel`; a Loop's body replayed iteration by
+        iteration). Estimates made before this was modelled (metadata of older files) give the
+        live-tensor peak."""
         if not self.resident_per_sequence and not self.resident_fixed:
             return self.activations(batch)
         return self.resident_fixed + batch * self.resident_per_sequence

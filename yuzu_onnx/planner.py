@@ -135,7 +135,8 @@ def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu",
         # well): among tiles predicted within TILE_SLACK of the best, take the width nearest
         # PREFERRED_QUANTA quanta, measured fastest on bpnet-lite, gReLU dilated and ChromBPNet
         close = [c for c in fitting if c.form == "tiled" and c.seconds <= (1 + TILE_SLACK) * best.seconds]
-        best = min(close, key=lambda c: abs(math.log2(c.tile_width / (PREFERRED_QUANTA * _quantum(best.plan)))))
+        quantum = _quantum(best.plan)
+        best = min(close, key=lambda c: _off_preferred(c.tile_width, quantum))
     if not fitting:
         choice.notes.append(f"no form fits the budget of {format_size(budget)} per sequence; using the one that "
                             f"needs least ({format_size(best.activations)})")
@@ -154,6 +155,11 @@ def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu",
             best = brute_form
     choice.chosen = best
     return choice
+
+
+def _off_preferred(width: int, quantum: int) -> float:
+    """How far (in doublings) a tile width lies from :data:`PREFERRED_QUANTA` quanta."""
+    return abs(math.log2(width / (PREFERRED_QUANTA * quantum)))
 
 
 def _quantum(plan: Plan) -> int:
@@ -191,7 +197,7 @@ def _widths_worth_trying(build: Build, plan: Plan, whole_fits: bool, strict: boo
     # the fewest FLOPs, and wider tiles within 25% of them: fewer, larger batches may run faster
     best = min(scored)[0]
     near = sorted(width for flops, width in scored if flops <= 1.25 * best)
-    preferred = min(near, key=lambda w: abs(math.log2(w / (PREFERRED_QUANTA * quantum))))
+    preferred = min(near, key=lambda w: _off_preferred(w, quantum))
     return sorted({near[0], near[len(near) // 2], preferred, near[-1]})
 
 

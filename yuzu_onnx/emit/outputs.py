@@ -24,8 +24,8 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     elif ctx.is_seq(output):
         per_mutant = materialize(ctx, output)
     else:  # the output does not depend on the sequence: every slot equals y0
-        y0_b = b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")  # static dims, as y_ism has
-        return b.op("Expand", [y0_b, b.ints([1, a, region] + [1] * len(out_dims))], outputs=[name])
+        return b.op("Expand", [_y0_broadcast(ctx, output, out_dims), b.ints([1, a, region] + [1] * len(out_dims))],
+                    outputs=[name])
     by_slot = b.reshape(per_mutant, [-1, plan.region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
     by_slot = _unreached_as_y0(ctx, output, by_slot, out_dims)
     if plan.substitutions == "all":
@@ -40,12 +40,19 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     first = b.op("Slice", [by_slot, b.ints([0]), b.ints([1]), b.ints([2])], "slot0")
     below = b.op("Concat", [by_slot, first], "slot_below", axis=2)  # slot a -> mutant slot a
     above = b.op("Concat", [first, by_slot], "slot_above", axis=2)  # slot a -> mutant slot a-1
-    y0_b = b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")  # static dims, as y_ism has
     is_below = b.op("Less", [letters, ref], "is_below")
     is_ref = b.op("Equal", [letters, ref], "is_ref")
-    upper = b.op("Where", [is_ref, y0_b, above], "upper")
+    upper = b.op("Where", [is_ref, _y0_broadcast(ctx, output, out_dims), above], "upper")
     merged = b.op("Where", [is_below, below, upper], "merged")  # (N, Lr, A, *out)
     return b.op("Transpose", [merged], outputs=[name], perm=[0, 2, 1] + rest)
+
+
+def _y0_broadcast(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
+    """``y0`` as ``(N, 1, 1, *out)`` (static dims, as y_ism has), emitted once per output."""
+    key = ("y0_b", output)
+    if key not in ctx.cache:
+        ctx.cache[key] = ctx.b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")
+    return ctx.cache[key]
 
 
 def _unreached_as_y0(ctx: EmitContext, output: str, by_slot: str, out_dims: list[int]) -> str:
@@ -55,10 +62,9 @@ def _unreached_as_y0(ctx: EmitContext, output: str, by_slot: str, out_dims: list
     before, after = plan.start - plan.requested_start, plan.requested_end - plan.end
     if not before and not after:
         return by_slot
-    y0_b = b.reshape(output, [-1, 1, 1, *out_dims], "y0_b")
 
     def unreached(positions: int) -> list[str]:
-        return [b.op("Expand", [y0_b, b.ints([1, positions, plan.subs] + [1] * len(out_dims))], "unreached")
+        return [b.op("Expand", [_y0_broadcast(ctx, output, out_dims), b.ints([1, positions, plan.subs] + [1] * len(out_dims))], "unreached")
                 ] if positions else []
 
     return b.op("Concat", unreached(before) + [by_slot] + unreached(after), "by_slot_requested", axis=1)

@@ -181,11 +181,12 @@ def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, la
     if lo > 0 or hi < width - 1:
         out = b.op("Slice", [out, b.ints([lo]), b.ints([hi + 1]), b.ints([axis])], "ext_crop")
     before, after = max(-first, 0), max(last - (width - 1), 0)
-    edge = in_range(ctx, name, lo, hi) if value is not None else None
-    if not before and not after and edge is None:
+    own_edge = in_range(ctx, name, lo, hi) if value is not None else None
+    if not before and not after and own_edge is None:
         return out
-    if edge is None:
+    if own_edge is None:
         return _extend_by_concat(ctx, name, out, probes, (first, lo - 1), (hi + 1, last), value)
+    # some tile's own positions lie outside the tensor: they must read ``value`` too
     if before or after:
         rank = len(st.dims) + 1
         pads = [0] * (2 * rank)
@@ -193,17 +194,16 @@ def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, la
         out = b.op("Pad", [out, b.ints(pads)], "ext_pad")
     inside = (np.arange(first, last + 1) >= 0) & (np.arange(first, last + 1) < width)
     edge = in_range(ctx, name, first, last)
-    shape = window_mask_shape(ctx, name, len(inside))[3:]
+    keep = b.op("And", [b.const(inside.reshape(window_mask_shape(ctx, name, len(inside))[3:]), "inside",
+                                dtype=np.bool_), edge], "ext_keep")  # the probes' own, in-range positions
     ref = reference_window(ctx, name, first, last, value)  # (N, c, 1, *dims)
     x3 = three_level(ctx, out, name, probes, dims)
     if not finite_model(ctx):  # NaN or inf in the window would survive the arithmetic below
-        mask = b.op("And", [b.const(inside.reshape(shape), "inside", dtype=np.bool_), edge], "ext_mask")
-        return b.reshape(b.op("Where", [mask, x3, ref], "ext"), [-1, *dims], "ext")
+        return b.reshape(b.op("Where", [keep, x3, ref], "ext"), [-1, *dims], "ext")
     # probes padded with zeros (and zeroed where the window is out of range) plus the reference
     # where the probes are not used: exact (x + 0 = x, 0 + r = r), and cheaper than a Where
     float_type = helper.np_dtype_to_tensor_dtype(ctx.dtype)
     x3 = b.op("Mul", [x3, b.op("Cast", [edge], "in_range_f", to=float_type)], "ext_zero")
-    keep = b.op("And", [b.const(inside.reshape(shape), "inside", dtype=np.bool_), edge], "ext_keep")
     halo = b.op("Mul", [ref, b.op("Cast", [b.op("Not", [keep], "ext_halo")], "halo_f", to=float_type)], "halo")
     return b.reshape(b.op("Add", [x3, halo], "ext"), [-1, *dims], "ext")
 

@@ -35,7 +35,6 @@ from .common import shape_text
 if TYPE_CHECKING:
     from ..analyze import Analysis
     from ..emit.context import EmitContext
-    from ..emit.context import EmitContext
     from ..tile_geometry import TileGeometry
 
 FAMILY = "elementwise"

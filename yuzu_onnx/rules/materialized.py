@@ -34,7 +34,7 @@ def emit_per_mutant(ctx: EmitContext, np_: NodePlan) -> None:
             inputs.append(ctx.repeat_side(name, ctx.mutants))
         else:
             inputs.append(name)
-    taps = conv_on_mutants(ctx, node, inputs[0]) if node.op_type == "Conv" else None
+    taps = conv_on_mutants(ctx, node, inputs[0])
     if taps is not None:  # a profile head: the same sums without im2col
         ctx.mut[node.output[0]] = taps
         return
