@@ -96,7 +96,7 @@ def _itemsize(elem_type: int) -> int:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize
 
 
-def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     """A light copy with every graph input's first (batch) axis fixed to ``batch``, shapes
     inferred. Large initializers become typed graph inputs so their data is never copied."""
     fixed = onnx.ModelProto()
@@ -456,7 +456,7 @@ def estimate_memory(model: onnx.ModelProto) -> MemoryEstimate:
         Weights, fixed and per-sequence peak activation bytes, and the largest tensor.
     """
     names = {t.name for t in model.graph.initializer}
-    one, two = _with_batch(model, 1), _with_batch(model, 2)
+    one, two = with_batch(model, 1), with_batch(model, 2)
     peak1, largest1, weights, unknown = _replay(one, names)
     peak2, _, _, _ = _replay(two, names)
     per_sequence = max(peak2 - peak1, 0)

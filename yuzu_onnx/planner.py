@@ -212,6 +212,26 @@ def _largest_tile_tensor(plan: Plan) -> int:
     return largest * itemsize
 
 
+def _grown(build: Build, model, plan: Plan, per_chunk: int, budget: int, width: int, brute_force: bool):
+    """One step up from a chunk that fits: the one-tile estimate it started from counts every
+    tile tensor as live at once, so the chunk found can sit well under ``budget``. Memory grows
+    at most in proportion to the chunk, so ``per_chunk * budget / resident`` tiles (evenly
+    spread) is tried and kept if it fits. Fewer Loop iterations is faster (attention brute force
+    at 112/143 tiles per chunk: 1.16/1.09 s)."""
+    tiles, resident = plan.tiling.tiles, plan.memory.resident(1)
+    if per_chunk >= tiles or resident <= 0:
+        return model, plan, per_chunk
+    target = min(tiles, per_chunk * budget // resident)
+    chunks = math.ceil(tiles / max(target, 1))
+    bigger = math.ceil(tiles / chunks)
+    if bigger <= per_chunk or chunks >= math.ceil(tiles / per_chunk):
+        return model, plan, per_chunk
+    model2, plan2 = build(tile_width=width, tiles_per_chunk=bigger, brute_force=brute_force)
+    if plan2.memory.resident(1) > budget:
+        return model, plan, per_chunk
+    return model2, plan2, bigger
+
+
 def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bool = False,
            per_chunk: int | None = None, strict: bool = False) -> Candidate | None:
     """The tiled (or brute-force) candidate of ``width`` with ``per_chunk`` tiles per chunk, or
@@ -244,4 +264,5 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
         # in the chunk: bpnet-lite T=32 at 2/3/4 tiles: 550/842/1083 MiB)
         per_chunk = max(1, min(per_chunk - 1, per_chunk * budget // resident))
         model, plan = one, plan1
+    model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width, brute_force)
     return _priced(form, model, plan, provider, tile_width=width, per_chunk=per_chunk)

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .memory import _subgraphs, _with_batch
+from .memory import _subgraphs, with_batch
 
 DATA = Path(__file__).resolve().parent / "data"
 #: Op types that share a cost curve (the ops themselves differ little in what they do per byte).
@@ -140,10 +140,10 @@ def _shapes(graph: onnx.GraphProto, into: dict) -> None:
 
 def predict_seconds(model: onnx.ModelProto, provider: str = "cpu", batch: int = 1) -> float:
     """Predicted seconds of one run of ``model`` on ``batch`` sequences."""
-    fixed = _with_batch(model, batch)
+    fixed = with_batch(model, batch)
     shape: dict = {}
     _shapes(fixed.graph, shape)
-    for t in model.graph.initializer:  # _with_batch turned large ones into inputs
+    for t in model.graph.initializer:  # with_batch turned large ones into inputs
         shape[t.name] = (tuple(t.dims), helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
     constants = {t.name for t in model.graph.initializer}
     return _graph_seconds(fixed.graph, shape, coefficients(provider), constants, fixed)

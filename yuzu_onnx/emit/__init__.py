@@ -20,6 +20,7 @@ from ..errors import UnsupportedModelError
 from ..graph_builder import GraphBuilder
 from ..plan import Plan
 from .context import EmitContext
+from .fuse import fuse_matmul_bias
 from .outputs import emit_ism_output, ism_output_name
 from .probes import encode_input
 from .tiles import emit_loop
@@ -64,6 +65,8 @@ def emit(plan: Plan) -> onnx.ModelProto:
     converted = helper.make_model(out_graph, opset_imports=list(model.opset_import),
                                   producer_name="yuzu-onnx")
     converted.ir_version = model.ir_version
+    original = {name for node in graph.node for name in node.output}
+    fuse_matmul_bias(converted, lambda node: not original.intersection(node.output))
     _set_metadata(converted, plan)
     return converted
 

@@ -276,6 +276,8 @@ def materialize_tiled(ctx: EmitContext, name: str) -> str:
     mutants = plan.subs * ctx.tiling.width
     axis = st.seq_axis
     width, length = st.dims[axis - 1], full.dims[axis - 1]
+    if name == plan.seq.name and p == plan.subs and width == ctx.tiling.width:
+        return _materialize_tile_input(ctx)
     from .probes import reprobe
     z = ctx.unfold(reprobe(ctx, name, p), name, p)  # (N*c, P, *wdims)
     local = np.arange(mutants)
@@ -315,6 +317,31 @@ def materialize_tiled(ctx: EmitContext, name: str) -> str:
     back = [0, 2 + len(before), 1] + list(range(2, 2 + len(before))) + list(range(3 + len(before), rank))
     ordered = b.transpose(whole, back, "mat_order")  # (N, c, S*T, *dims)
     return b.reshape(ordered, [-1, *full.dims], "mat")
+
+
+def _materialize_tile_input(ctx: EmitContext) -> str:
+    """Mutants of the sequence input itself (brute force, or a switch at the input): mutant
+    ``(tile c, position t, substitution s)`` is ``x`` with column ``pos[c, t]`` replaced by probe
+    ``s``'s column ``t``. One Where writes every mutant; the general path (gather the probes
+    per mutant, place each tile's window with a gather, select against the reference,
+    transpose) makes four passes over the same ``(N * c * S*T, *dims)`` tensor."""
+    b, plan = ctx.b, ctx.plan
+    name = plan.seq.name
+    st, full = ctx.seq(name), plan.states[name]
+    ct, width, subs = ctx.tiling.per_chunk, ctx.tiling.width, plan.subs
+    seq_ax = st.seq_axis - 1  # in dims
+    from .probes import reprobe
+    probes = b.reshape(reprobe(ctx, name, subs), [-1, ct, subs, *st.dims], "in_probes")  # (N, c, S, *wdims)
+    rank = len(st.dims) + 3
+    perm = [0, 1, seq_ax + 3, 2] + [ax for ax in range(3, rank) if ax != seq_ax + 3]
+    columns = b.unsqueeze(b.transpose(probes, perm, "in_cols"), [4 + seq_ax], "in_col")  # (N, c, T, S, *dims; L -> 1)
+    at = [1] * len(full.dims)
+    at[seq_ax] = full.dims[seq_ax]
+    where = b.reshape(positions(ctx, name, 0, width - 1), [ct, width, 1] + [1] * len(full.dims), "in_at")
+    hit = b.op("Equal", [where, b.const(np.arange(full.dims[seq_ax], dtype=np.int64).reshape([1, 1, 1] + at),
+                                        "in_pos", dtype=np.int64)], "in_hit")  # (c, T, 1, *dims; L)
+    whole = b.op("Where", [hit, columns, b.unsqueeze(name, [1, 2, 3], "in_ref")], "in_mutants")
+    return b.reshape(whole, [-1, *full.dims], "mat")
 
 
 # ----------------------------------------------------------------------------- the Loop
