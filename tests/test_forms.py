@@ -137,7 +137,6 @@ def test_per_mutant_profile_head_runs_as_taps(form, subs):
     grows past its tensor switch to mutants before the head) runs as per-tap MatMuls: no Conv
     with the head's weight is left in the Loop, and the result matches the oracle."""
     import onnxruntime as ort
-    from onnx import numpy_helper
 
     from builders import Net, random_one_hot
     from conftest import assert_ism_close
@@ -152,12 +151,46 @@ def test_per_mutant_profile_head_runs_as_taps(form, subs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = convert(model, substitutions=subs, **kwargs)
-    weights = {t.name: numpy_helper.to_array(t).shape for t in graph.graph.initializer}
+    head_weight = next(n for n in model.graph.node if n.output[0] == head).input[1]
     body = next(n for n in graph.graph.node if n.op_type == "Loop").attribute[0].g.node
-    assert [n for n in body if n.op_type == "MatMul"]
-    assert not [n for n in body if n.op_type == "Conv" and weights.get(n.input[1], (0,))[0] == 2]
+    # the head's taps: its weight only reshaped into blocks (k = 9 -> 3 blocks of 3), which a
+    # Conv with kernel 3 and a skewed sum apply; no Conv reads the head's own weight
+    assert not [n for n in body if n.op_type == "Conv" and n.input[1] == head_weight]
+    assert [n for n in body if n.op_type == "Conv" and "taps" in n.output[0]]
     X = random_one_hot(2, 23, seed=5)
     y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
     ((r0, r_hat),) = naive_ism(model, X)
     np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
     assert_ism_close(y_hat, r_hat, r0, start=0, label=f"taps head {form} {subs}")
+
+
+@pytest.mark.parametrize("kernel,dilation,pads", [(7, 1, [3, 3]), (9, 3, [0, 0]), (25, 1, [12, 12]), (75, 1, [0, 0]),
+                                                  (15, 2, [5, 9])])
+def test_taps_in_blocks_match_the_oracle(kernel, dilation, pads):
+    """Profile heads of several kernels as taps in blocks of g (g = 1 for a prime k: plain
+    per-tap MatMuls), dilated and asymmetrically padded, on brute-force mutants."""
+    import onnxruntime as ort
+
+    from builders import Net, random_one_hot
+    from conftest import assert_ism_close
+    from yuzu_onnx import naive_ism
+    from yuzu_onnx.rules.window import tap_block
+
+    length = 101
+    net = Net(seed=kernel)
+    h = net.op("Relu", [net.conv("x", 4, 16, 5, pads=[2, 2])])
+    head = net.conv(h, 16, 2, kernel, pads=pads, dilations=[dilation])
+    model = net.model({"x": ["N", 4, length]}, {"y": head})
+    g = tap_block(kernel, 16, 2)
+    assert kernel % g == 0 and (g == 1 or 2 * g <= kernel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = convert(model, start=30, end=61, form="brute-force", tile_width=1, tiles_per_chunk=8)
+    body = next(n for n in graph.graph.node if n.op_type == "Loop").attribute[0].g.node
+    taps = [n.op_type for n in body if "taps" in n.output[0] and n.op_type in ("Conv", "MatMul")]
+    assert taps == (["MatMul"] if g == 1 else ["Conv"])
+    X = random_one_hot(2, length, seed=1)
+    y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
+    ((r0, r_hat),) = naive_ism(model, X, start=30, end=61)
+    np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
+    assert_ism_close(y_hat, r_hat, r0, start=30, label=f"taps k={kernel} d={dilation}")
