@@ -194,3 +194,26 @@ def test_taps_in_blocks_match_the_oracle(kernel, dilation, pads):
     ((r0, r_hat),) = naive_ism(model, X, start=30, end=61)
     np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
     assert_ism_close(y_hat, r_hat, r0, start=30, label=f"taps k={kernel} d={dilation}")
+
+
+@pytest.mark.parametrize("resident,expected", [
+    (lambda c: 10 + 6 * c, 10),  # 58 MiB at 8 tiles: 13 tiles fit -> 4 chunks of 10 (70)
+    (lambda c: 5 + c * c, 8),  # 69 at 8: 11 -> 4 chunks of 10, but 105 is over: kept at 8
+    (lambda c: 4 + 12 * c, 8),  # 100 at 8: no room
+])
+def test_fitting_chunk_is_grown_once_toward_the_budget(resident, expected):
+    """The first chunk found fits with room to spare; one bigger, evenly spread chunk is tried
+    (``per_chunk * budget / resident`` tiles, 40 tiles in all) and kept only if its estimate
+    fits too."""
+    from types import SimpleNamespace
+
+    from yuzu_onnx.planner import _grown
+
+    def build(tile_width, tiles_per_chunk, brute_force):
+        memory = SimpleNamespace(resident=lambda batch: resident(tiles_per_chunk))
+        return f"model{tiles_per_chunk}", SimpleNamespace(tiling=SimpleNamespace(tiles=40), memory=memory)
+
+    model, plan = build(1, 8, False)
+    grown = _grown(build, model, plan, 8, budget=100, width=1, brute_force=False)
+    assert grown[2] == expected and grown[0] == f"model{expected}"
+    assert grown[1].memory.resident(1) <= 100
