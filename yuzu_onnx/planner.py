@@ -216,8 +216,9 @@ def _grown(build: Build, model, plan: Plan, per_chunk: int, budget: int, width: 
     """One step up from a chunk that fits: the one-tile estimate it started from counts every
     tile tensor as live at once, so the chunk found can sit well under ``budget``. Memory grows
     at most in proportion to the chunk, so ``per_chunk * budget / resident`` tiles (evenly
-    spread) is tried and kept if it fits. Fewer Loop iterations is faster (attention brute force
-    at 112/143 tiles per chunk: 1.16/1.09 s)."""
+    spread) is tried and kept if it fits. Used for brute force, where fewer Loop iterations is
+    faster (attention at 112/143 tiles per chunk: 1.16/1.09 s); not for probe tiles, whose
+    larger chunks spill the cache (BPNet-9 at 4/6 tiles per chunk: 4.67/5.11 s)."""
     tiles, resident = plan.tiling.tiles, plan.memory.resident(1)
     if per_chunk >= tiles or resident <= 0:
         return model, plan, per_chunk
@@ -264,5 +265,6 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
         # in the chunk: bpnet-lite T=32 at 2/3/4 tiles: 550/842/1083 MiB)
         per_chunk = max(1, min(per_chunk - 1, per_chunk * budget // resident))
         model, plan = one, plan1
-    model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width, brute_force)
+    if brute_force:
+        model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width, brute_force)
     return _priced(form, model, plan, provider, tile_width=width, per_chunk=per_chunk)
