@@ -127,6 +127,22 @@ def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     return inferred
 
 
+def static_shapes(graph: onnx.GraphProto, into: dict | None = None) -> dict[str, tuple[tuple[int, ...], int]]:
+    """``name -> (dims, itemsize)`` of every tensor of an inferred graph (:func:`with_batch`)
+    whose dims are all known, initializers and Loop bodies included."""
+    into = {} if into is None else into
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape") and tt.elem_type and all(d.HasField("dim_value") for d in tt.shape.dim):
+            into[vi.name] = (tuple(d.dim_value for d in tt.shape.dim), _itemsize(tt.elem_type))
+    for t in graph.initializer:
+        into[t.name] = (tuple(t.dims), _itemsize(t.data_type))
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            static_shapes(sub, into)
+    return into
+
+
 def _infer_loop_bodies(model: onnx.ModelProto) -> None:
     """Shapes inside Loop bodies. ONNX's inference of a subgraph cannot read the values of
     outer-scope constants (axes, shapes), so each body is inferred as a model of its own whose

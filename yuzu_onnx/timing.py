@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .memory import _subgraphs, with_batch
+from .memory import _subgraphs, static_shapes, with_batch
 
 DATA = Path(__file__).resolve().parent / "data"
 #: Op types that share a cost curve (the ops themselves differ little in what they do per byte).
@@ -125,24 +125,10 @@ def node_features(node: onnx.NodeProto, shape: dict[str, tuple[tuple[int, ...], 
             narrowness(flops, out))
 
 
-def _shapes(graph: onnx.GraphProto, into: dict) -> None:
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        tt = vi.type.tensor_type
-        if tt.HasField("shape") and tt.elem_type and all(d.HasField("dim_value") for d in tt.shape.dim):
-            into[vi.name] = (tuple(d.dim_value for d in tt.shape.dim),
-                             helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize)
-    for t in graph.initializer:
-        into[t.name] = (tuple(t.dims), helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
-    for node in graph.node:
-        for sub in _subgraphs(node):
-            _shapes(sub, into)
-
-
 def predict_seconds(model: onnx.ModelProto, provider: str = "cpu", batch: int = 1) -> float:
     """Predicted seconds of one run of ``model`` on ``batch`` sequences."""
     fixed = with_batch(model, batch)
-    shape: dict = {}
-    _shapes(fixed.graph, shape)
+    shape = static_shapes(fixed.graph)
     for t in model.graph.initializer:  # with_batch turned large ones into inputs
         shape[t.name] = (tuple(t.dims), helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
     constants = {t.name for t in model.graph.initializer}

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..memory import _subgraphs, with_batch
+from ..memory import _subgraphs, static_shapes, with_batch
 
 # Gemm's element types on both providers (ORT's kernel table); float16 has no CPU Gemm.
 _GEMM_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
@@ -35,9 +35,9 @@ def fuse_matmul_bias(model: onnx.ModelProto, emitted: Emitted) -> None:
     constants = {t.name: t for t in model.graph.initializer}
     if not _candidates(model.graph, emitted, constants):
         return
-    one, two = _shapes(with_batch(model, 1)), _shapes(with_batch(model, 2))
-    trailing = {name: dims[1:] for name, dims in one.items()
-                if len(dims) >= 2 and two.get(name, [])[1:] == dims[1:]}
+    one, two = (static_shapes(with_batch(model, batch).graph) for batch in (1, 2))
+    trailing = {name: list(dims[1:]) for name, (dims, _) in one.items()
+                if len(dims) >= 2 and name in two and two[name][0][1:] == dims[1:]}
     _rewrite(model.graph, emitted, constants, trailing, model.graph)
 
 
@@ -122,21 +122,3 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list]:
     for out in graph.output:
         readers.setdefault(out.name, []).append(None)  # a graph output: keep the MatMul's own tensor
     return readers
-
-
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    """Static dims of every inferred tensor, Loop bodies included."""
-    found: dict[str, list[int]] = {}
-
-    def visit(graph: onnx.GraphProto) -> None:
-        for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
-            dims = vi.type.tensor_type.shape.dim
-            if vi.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
-                found[vi.name] = [d.dim_value for d in dims]
-        for node in graph.node:
-            for sub in _subgraphs(node):
-                visit(sub)
-
-    visit(model.graph)
-    return found
-
