@@ -217,3 +217,34 @@ def test_fitting_chunk_is_grown_once_toward_the_budget(resident, expected):
     grown = _grown(build, model, plan, 8, budget=100, width=1, brute_force=False)
     assert grown[2] == expected and grown[0] == f"model{expected}"
     assert grown[1].memory.resident(1) <= 100
+
+
+def test_residual_halos_slice_the_conv_halo_window():
+    """A residual block's skip is widened with reference values the conv's halo window already
+    gathered: those come as Slices of that window, not as new Gathers, and the answers match the
+    oracle."""
+    import onnxruntime as ort
+
+    from builders import Net, random_one_hot
+    from conftest import assert_ism_close
+    from yuzu_onnx import naive_ism
+
+    net = Net(seed=4)
+    h = net.op("Relu", [net.conv("x", 4, 8, 5, pads=[2, 2])])
+    for d in (2, 4):
+        h = net.op("Add", [h, net.op("Relu", [net.conv(h, 8, 8, 3, pads=[d, d], dilations=[d])])])
+    y = net.op("ReduceMean", [h], axes=[2], keepdims=0)
+    model = net.model({"x": ["N", 4, 61]}, {"y": y})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = convert(model, start=20, end=41, form="tiled", tile_width=3, tiles_per_chunk=2)
+    body = next(n for n in graph.graph.node if n.op_type == "Loop").attribute[0].g.node
+    gathers = [n for n in body if n.op_type == "Gather" and "ref_g" in n.output[0]]
+    slices = [n for n in body if n.op_type == "Slice" and "ref_sub" in n.output[0]]
+    # Gathers: the input's window, each conv's halo window, the exit's; each residual Add's two
+    # halo pieces are Slices of its conv's halo window (without that, 9 Gathers and no Slice)
+    assert len(slices) == 4 and len(gathers) == 5
+    X = random_one_hot(2, 61, seed=6)
+    y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
+    ((r0, r_hat),) = naive_ism(model, X, start=20, end=41)
+    assert_ism_close(y_hat, r_hat, r0, start=20, label="residual halos")

@@ -89,6 +89,13 @@ def reference_window(ctx: EmitContext, name: str, first: int, last: int, value: 
     key = ("ref_win", name, first, last, value)
     if key not in ctx.cache:
         b = ctx.b
+        wider = _covering_window(ctx, name, first, last, value)
+        if wider is not None:  # a slice of a window already gathered (a conv's halo) costs less
+            (f2, _), window = wider
+            axis = 2 + ctx.plan.states[name].seq_axis
+            ctx.cache[key] = b.op("Slice", [window, b.ints([first - f2]), b.ints([last - f2 + 1]), b.ints([axis])],
+                                  "ref_sub")
+            return ctx.cache[key]
         padded, offset = padded_reference(ctx, name, first, last, value)
         index = positions(ctx, name, first, last)
         if offset:
@@ -99,6 +106,14 @@ def reference_window(ctx: EmitContext, name: str, first: int, last: int, value: 
         perm = [0, axis] + [ax for ax in range(1, rank) if ax != axis]
         ctx.cache[key] = b.unsqueeze(b.transpose(gathered, perm, "ref_t"), [2], "ref_win")
     return ctx.cache[key]
+
+
+def _covering_window(ctx: EmitContext, name: str, first: int, last: int, value: float):
+    """``((first', last'), window)`` of a reference window of ``name`` already emitted in this
+    Loop body that covers ``first..last`` with the same out-of-range value, or None."""
+    found = [((k[2], k[3]), w) for k, w in ctx.cache.items()
+             if k[0] == "ref_win" and k[1] == name and k[4] == value and k[2] <= first and k[3] >= last]
+    return min(found, key=lambda item: item[0][1] - item[0][0], default=None)
 
 
 def window_mask_shape(ctx: EmitContext, name: str, width: int) -> list[int]:
