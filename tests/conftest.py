@@ -152,7 +152,24 @@ def original_outputs(model, X: np.ndarray) -> list[np.ndarray]:
     return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
+def loop_body(converted: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The nodes of a tiled or brute-force graph's Loop body."""
+    loop = next(n for n in converted.graph.node if n.op_type == "Loop")
+    return list(loop.attribute[0].g.node)
+
+
 # ----------------------------------------------------------------------------- assertions
+
+
+def assert_matches_oracle(model: onnx.ModelProto, converted: onnx.ModelProto, X: np.ndarray, *, start: int = 0,
+                          end: int | None = None, label: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Run a converted single-output graph on ``X`` (CPU) and assert its ``y_hat`` against
+    ``naive_ism(model)`` over ``[start, end)`` (:func:`assert_ism_close`); returns ``(y0, the
+    oracle's y0)`` for the caller's own check of ``y0``."""
+    y0, y_hat = original_outputs(converted, X)
+    ((r0, r_hat),) = naive_ism(model, X, start=start, end=end)
+    assert_ism_close(y_hat, r_hat, r0, start=start, label=label)
+    return y0, r0
 
 
 def ism_error(y_hat: np.ndarray, y_hat_ref: np.ndarray, y0_ref: np.ndarray,

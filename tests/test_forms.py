@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import MANIFEST, BATCH, cached_naive, make_input, manifest_params, model_path, one_length_per_model, \
-    original_outputs, regions
+from conftest import MANIFEST, BATCH, assert_matches_oracle, cached_naive, loop_body, make_input, manifest_params, \
+    model_path, one_length_per_model, original_outputs, regions
 from test_convert import _check_against_naive
 from yuzu_onnx import convert, run_ism
 from yuzu_onnx.analyze import Analysis
@@ -136,11 +136,7 @@ def test_per_mutant_profile_head_runs_as_taps(form, subs):
     """A conv with few output channels on materialized mutants (brute force; tiles whose window
     grows past its tensor switch to mutants before the head) runs as per-tap MatMuls: no Conv
     with the head's weight is left in the Loop, and the result matches the oracle."""
-    import onnxruntime as ort
-
     from builders import Net, random_one_hot
-    from conftest import assert_ism_close
-    from yuzu_onnx import naive_ism
 
     net = Net(seed=3)
     h = net.op("Relu", [net.conv("x", 4, 12, 5, pads=[2, 2])])
@@ -152,16 +148,13 @@ def test_per_mutant_profile_head_runs_as_taps(form, subs):
         warnings.simplefilter("ignore")
         graph = convert(model, substitutions=subs, **kwargs)
     head_weight = next(n for n in model.graph.node if n.output[0] == head).input[1]
-    body = next(n for n in graph.graph.node if n.op_type == "Loop").attribute[0].g.node
+    body = loop_body(graph)
     # the head's taps: its weight only reshaped into blocks (k = 9 -> 3 blocks of 3), which a
     # Conv with kernel 3 and a skewed sum apply; no Conv reads the head's own weight
     assert not [n for n in body if n.op_type == "Conv" and n.input[1] == head_weight]
     assert [n for n in body if n.op_type == "Conv" and "taps" in n.output[0]]
-    X = random_one_hot(2, 23, seed=5)
-    y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
-    ((r0, r_hat),) = naive_ism(model, X)
+    y0, r0 = assert_matches_oracle(model, graph, random_one_hot(2, 23, seed=5), label=f"taps head {form} {subs}")
     np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
-    assert_ism_close(y_hat, r_hat, r0, start=0, label=f"taps head {form} {subs}")
 
 
 @pytest.mark.parametrize("kernel,dilation,pads", [(7, 1, [3, 3]), (9, 3, [0, 0]), (25, 1, [12, 12]), (75, 1, [0, 0]),
@@ -169,11 +162,7 @@ def test_per_mutant_profile_head_runs_as_taps(form, subs):
 def test_taps_in_blocks_match_the_oracle(kernel, dilation, pads):
     """Profile heads of several kernels as taps in blocks of g (g = 1 for a prime k: plain
     per-tap MatMuls), dilated and asymmetrically padded, on brute-force mutants."""
-    import onnxruntime as ort
-
     from builders import Net, random_one_hot
-    from conftest import assert_ism_close
-    from yuzu_onnx import naive_ism
     from yuzu_onnx.rules.window import tap_block
 
     length = 101
@@ -186,14 +175,11 @@ def test_taps_in_blocks_match_the_oracle(kernel, dilation, pads):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = convert(model, start=30, end=61, form="brute-force", tile_width=1, tiles_per_chunk=8)
-    body = next(n for n in graph.graph.node if n.op_type == "Loop").attribute[0].g.node
-    taps = [n.op_type for n in body if "taps" in n.output[0] and n.op_type in ("Conv", "MatMul")]
+    taps = [n.op_type for n in loop_body(graph) if "taps" in n.output[0] and n.op_type in ("Conv", "MatMul")]
     assert taps == (["MatMul"] if g == 1 else ["Conv"])
-    X = random_one_hot(2, length, seed=1)
-    y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
-    ((r0, r_hat),) = naive_ism(model, X, start=30, end=61)
+    y0, r0 = assert_matches_oracle(model, graph, random_one_hot(2, length, seed=1), start=30, end=61,
+                                   label=f"taps k={kernel} d={dilation}")
     np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
-    assert_ism_close(y_hat, r_hat, r0, start=30, label=f"taps k={kernel} d={dilation}")
 
 
 @pytest.mark.parametrize("resident,expected", [
@@ -210,11 +196,12 @@ def test_fitting_chunk_is_grown_once_toward_the_budget(resident, expected):
     from yuzu_onnx.planner import _grown
 
     def build(tile_width, tiles_per_chunk, brute_force):
+        assert brute_force
         memory = SimpleNamespace(resident=lambda batch: resident(tiles_per_chunk))
         return f"model{tiles_per_chunk}", SimpleNamespace(tiling=SimpleNamespace(tiles=40), memory=memory)
 
-    model, plan = build(1, 8, False)
-    grown = _grown(build, model, plan, 8, budget=100, width=1, brute_force=False)
+    model, plan = build(1, 8, True)
+    grown = _grown(build, model, plan, 8, budget=100, width=1)
     assert grown[2] == expected and grown[0] == f"model{expected}"
     assert grown[1].memory.resident(1) <= 100
 
@@ -223,11 +210,7 @@ def test_residual_halos_slice_the_conv_halo_window():
     """A residual block's skip is widened with reference values the conv's halo window already
     gathered: those come as Slices of that window, not as new Gathers, and the answers match the
     oracle."""
-    import onnxruntime as ort
-
     from builders import Net, random_one_hot
-    from conftest import assert_ism_close
-    from yuzu_onnx import naive_ism
 
     net = Net(seed=4)
     h = net.op("Relu", [net.conv("x", 4, 8, 5, pads=[2, 2])])
@@ -238,13 +221,10 @@ def test_residual_halos_slice_the_conv_halo_window():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = convert(model, start=20, end=41, form="tiled", tile_width=3, tiles_per_chunk=2)
-    body = next(n for n in graph.graph.node if n.op_type == "Loop").attribute[0].g.node
+    body = loop_body(graph)
     gathers = [n for n in body if n.op_type == "Gather" and "ref_g" in n.output[0]]
     slices = [n for n in body if n.op_type == "Slice" and "ref_sub" in n.output[0]]
     # Gathers: the input's window, each conv's halo window, the exit's; each residual Add's two
     # halo pieces are Slices of its conv's halo window (without that, 9 Gathers and no Slice)
     assert len(slices) == 4 and len(gathers) == 5
-    X = random_one_hot(2, 61, seed=6)
-    y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
-    ((r0, r_hat),) = naive_ism(model, X, start=20, end=41)
-    assert_ism_close(y_hat, r_hat, r0, start=20, label="residual halos")
+    assert_matches_oracle(model, graph, random_one_hot(2, 61, seed=6), start=20, end=41, label="residual halos")

@@ -13,8 +13,8 @@ import pytest
 from onnx import helper
 
 from builders import Net, random_one_hot
-from conftest import assert_ism_close
-from yuzu_onnx import convert, naive_ism
+from conftest import assert_matches_oracle, loop_body
+from yuzu_onnx import convert
 from yuzu_onnx.emit.fuse import fuse_matmul_bias
 
 
@@ -31,10 +31,6 @@ def _attention_block(length: int = 21) -> onnx.ModelProto:
     return net.model({"x": ["N", 4, length]}, {"y": y})
 
 
-def _body(graph: onnx.ModelProto) -> list[onnx.NodeProto]:
-    return list(next(n for n in graph.graph.node if n.op_type == "Loop").attribute[0].g.node)
-
-
 @pytest.mark.parametrize("subs", ["alt", "all"])
 @pytest.mark.parametrize("region", [(0, 21), (5, 12)])
 def test_bias_matmuls_on_mutants_run_as_gemm(subs, region):
@@ -46,15 +42,13 @@ def test_bias_matmuls_on_mutants_run_as_gemm(subs, region):
         graph = convert(model, start=region[0], end=region[1], substitutions=subs, form="brute-force")
     onnx.checker.check_model(graph, full_check=True)
     weights = {t.name for t in model.graph.initializer}
-    body = _body(graph)
+    body = loop_body(graph)
     assert len([n for n in body if n.op_type == "Gemm"]) == 4
     assert not [n for n in body if n.op_type == "MatMul" and n.input[1] in weights]
     assert len([n for n in body if n.op_type == "MatMul"]) == 2
-    X = random_one_hot(2, 21, seed=7)
-    y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
-    ((r0, r_hat),) = naive_ism(model, X, start=region[0], end=region[1])
+    y0, r0 = assert_matches_oracle(model, graph, random_one_hot(2, 21, seed=7), start=region[0], end=region[1],
+                                   label=f"gemm {subs} {region}")
     np.testing.assert_array_equal(y0, r0)  # the model's own nodes are never rewritten
-    assert_ism_close(y_hat, r_hat, r0, start=region[0], label=f"gemm {subs} {region}")
 
 
 def _matmul_add(a_shape, bias_shape, extra_reader: bool = False) -> onnx.ModelProto:
@@ -113,14 +107,11 @@ def test_brute_force_mutants_of_the_input_are_one_where(subs):
         warnings.simplefilter("ignore")
         graph = convert(model, start=3, end=17, substitutions=subs, form="brute-force", tile_width=1,
                         tiles_per_chunk=4)
-    body = _body(graph)
+    body = loop_body(graph)
     produced_by = {o: n for n in body for o in n.output}
     (where,) = [n for n in body if n.op_type == "Where"]
     reference = where.input[2]
     assert reference == "x" or produced_by[reference].input[0] == "x"
     # one Gather: the tiles' input columns read from x (the mutants themselves are never gathered)
     assert [n.input[0] for n in body if n.op_type == "Gather"] == ["x"]
-    X = random_one_hot(2, 19, seed=4)
-    y0, y_hat = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})
-    ((r0, r_hat),) = naive_ism(model, X, start=3, end=17)
-    assert_ism_close(y_hat, r_hat, r0, start=3, label=f"input mutants {subs}")
+    assert_matches_oracle(model, graph, random_one_hot(2, 19, seed=4), start=3, end=17, label=f"input mutants {subs}")

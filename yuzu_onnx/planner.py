@@ -212,11 +212,11 @@ def _largest_tile_tensor(plan: Plan) -> int:
     return largest * itemsize
 
 
-def _grown(build: Build, model, plan: Plan, per_chunk: int, budget: int, width: int, brute_force: bool):
+def _grown(build: Build, model, plan: Plan, per_chunk: int, budget: int, width: int):
     """One step up from a chunk that fits: the one-tile estimate it started from counts every
     tile tensor as live at once, so the chunk found can sit well under ``budget``. Memory grows
     at most in proportion to the chunk, so ``per_chunk * budget / resident`` tiles (evenly
-    spread) is tried and kept if it fits. Used for brute force, where fewer Loop iterations is
+    spread) is tried and kept if it fits. For brute force only, where fewer Loop iterations is
     faster (attention at 112/143 tiles per chunk: 1.16/1.09 s); not for probe tiles, whose
     larger chunks spill the cache (BPNet-9 at 4/6 tiles per chunk: 4.67/5.11 s)."""
     tiles, resident = plan.tiling.tiles, plan.memory.resident(1)
@@ -227,7 +227,7 @@ def _grown(build: Build, model, plan: Plan, per_chunk: int, budget: int, width: 
     bigger = math.ceil(tiles / chunks)
     if bigger <= per_chunk or chunks >= math.ceil(tiles / per_chunk):
         return model, plan, per_chunk
-    model2, plan2 = build(tile_width=width, tiles_per_chunk=bigger, brute_force=brute_force)
+    model2, plan2 = build(tile_width=width, tiles_per_chunk=bigger, brute_force=True)
     if plan2.memory.resident(1) > budget:
         return model, plan, per_chunk
     return model2, plan2, bigger
@@ -266,5 +266,5 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
         per_chunk = max(1, min(per_chunk - 1, per_chunk * budget // resident))
         model, plan = one, plan1
     if brute_force:
-        model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width, brute_force)
+        model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width)
     return _priced(form, model, plan, provider, tile_width=width, per_chunk=per_chunk)

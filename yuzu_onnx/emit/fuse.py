@@ -33,7 +33,7 @@ def fuse_matmul_bias(model: onnx.ModelProto, emitted: Emitted) -> None:
     constant shapes and every later shape stays known (the memory and time models read them).
     """
     constants = {t.name: t for t in model.graph.initializer}
-    if not _candidates(model.graph, emitted, constants):
+    if not _has_candidate(model.graph, emitted, constants):
         return
     one, two = (static_shapes(with_batch(model, batch).graph) for batch in (1, 2))
     trailing = {name: list(dims[1:]) for name, (dims, _) in one.items()
@@ -41,16 +41,11 @@ def fuse_matmul_bias(model: onnx.ModelProto, emitted: Emitted) -> None:
     _rewrite(model.graph, emitted, constants, trailing, model.graph)
 
 
-def _candidates(graph: onnx.GraphProto, emitted: Emitted, constants: dict) -> list:
-    found = []
+def _has_candidate(graph: onnx.GraphProto, emitted: Emitted, constants: dict) -> bool:
+    """Whether any MatMul + bias pair matches (before paying for shape inference)."""
     consumers = _consumers(graph)
-    for node in graph.node:
-        for sub in _subgraphs(node):
-            found += _candidates(sub, emitted, constants)
-        pair = _match(node, consumers, constants, emitted)
-        if pair is not None:
-            found.append(pair)
-    return found
+    return any(_match(node, consumers, constants, emitted) is not None
+               or any(_has_candidate(sub, emitted, constants) for sub in _subgraphs(node)) for node in graph.node)
 
 
 def _rewrite(graph: onnx.GraphProto, emitted: Emitted, constants: dict, trailing: dict,

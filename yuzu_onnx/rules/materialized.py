@@ -3,7 +3,7 @@
 - ``exit``: an op over all positions whose result cannot be summed from deltas (max or softmax
   over positions, a profile head): its probe-form input is materialized, as planned.
 - ``per-mutant``: after an exit every tensor is per mutant; nodes run as in naive ISM (a Conv
-  with few output channels, a profile head, as per-tap MatMuls: the same sums, no im2col).
+  with few output channels, a profile head, as taps in blocks: the same sums, no im2col).
 - ``fallback``: a node no rule accepts. Its sequence-dependent inputs are materialized for
   every mutant and it runs unchanged, so the result is exact; the conversion warns with the
   reasons each rule family gave (:attr:`yuzu_onnx.plan.NodePlan.declines`).

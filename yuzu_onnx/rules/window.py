@@ -11,8 +11,9 @@ probes unchanged and is exact (structured sensing). Its cost is ``P`` sequences 
 
 Two alternative implementations:
 
-- *taps*: a Conv with few output channels (a profile head) as one MatMul per tap plus a shifted
-  sum, whose intermediate is ``k x C_out`` per position instead of im2col's ``k x C_in``;
+- *taps*: a Conv with few output channels (a profile head) as ``k/g`` block Convs of ``g`` taps
+  plus a shifted sum (:func:`tap_block`), whose intermediates are ``g x C_in`` (the block Conv's
+  im2col) and ``k/g x C_out`` per position instead of im2col's ``k x C_in``;
 - *gaussian* sensing (the paper's): the deltas ``F - R`` are mixed by a circulant Gaussian
   design ``Z = A D`` before the conv (linear, no bias), and each output position decodes its
   ``K`` unknowns by least squares, ``D_out[S_j, j] = pinv(A[:, S_j]) conv(Z)[:, j]``. Exact in
@@ -125,8 +126,9 @@ def height_padded(node: onnx.NodeProto) -> bool:
 
 
 def taps_pay_off(node: onnx.NodeProto, c_in: int, c_out: int, win) -> bool:
-    """A Conv with few output channels is faster as one MatMul per tap plus a shifted sum:
-    its intermediate is k*C_out per position instead of im2col's k*C_in."""
+    """A Conv with few output channels is faster as taps in blocks plus a shifted sum
+    (:func:`_conv_as_taps`): its intermediates are g*C_in and k/g*C_out per position instead of
+    im2col's k*C_in."""
     return attr(node, "group", 1) == 1 and win.kernel > 1 and 3 * c_out < c_in
 
 
@@ -302,8 +304,9 @@ def _conv_as_taps(ctx: EmitContext, node, folded: str, l_in: int, l_out: int, wi
 
 def conv_on_mutants(ctx: EmitContext, node: onnx.NodeProto, x: str) -> str | None:
     """A 1-D Conv with few output channels (a profile head) run on a per-mutant input ``x``
-    as per-tap MatMuls and a shifted sum (the same arithmetic as the Conv, without im2col's
-    ``k * C_in`` rows per position: BPNet-9's k=75 head on 3000 mutants, 2.1 -> 0.5 s); None
+    as taps in blocks and a shifted sum (:func:`_conv_as_taps`: the same sums as the Conv,
+    without im2col's ``k * C_in`` rows per position; BPNet-9's k=75 head on 3000 mutants as
+    per-tap MatMuls, 2.1 -> 0.5 s, before blocks); None
     where :func:`taps_pay_off` says a plain Conv is as good or the shapes are not static."""
     if node.op_type != "Conv":
         return None
