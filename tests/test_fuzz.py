@@ -96,6 +96,16 @@ def conv_params(draw, length: int, c_in: int, allow_depthwise: bool = True) -> d
 
 
 @st.composite
+def skip_params(draw, c: int) -> dict:
+    """``x + Conv(x)`` (a length-preserving c -> c Conv; its residual Add folds into the Conv
+    where a tap reads the output's own position, ``pb % d == 0``), then maybe an activation."""
+    k, d = draw(st.sampled_from([1, 3, 5])), draw(st.integers(1, 3))
+    pb = draw(st.integers(0, d * (k - 1)))
+    return dict(k=k, d=d, pb=pb, pe=d * (k - 1) - pb, depthwise=draw(st.booleans()) and c > 1,
+                swap=draw(st.booleans()), act=draw(st.sampled_from([None, "Relu", "Tanh"])))
+
+
+@st.composite
 def lengths(draw) -> int:
     """5..300, biased short: naive ISM costs grow with the length, so most examples stay at or
     below 120 (the old range) and about one in five reaches up to 300."""
@@ -179,6 +189,8 @@ def model_specs(draw) -> dict:
             b["slice"] = (lo, hi)
             L -= lo + hi
             assume(L >= 1)
+        if draw(st.integers(0, 2)) == 0:
+            b["skip"] = draw(skip_params(c))
         spec["blocks"].append(b)
         taps.append((c, L))
     spec["head"] = draw(head_params(c, L))
@@ -206,6 +218,15 @@ def _conv(n, x: str, c: int, cv: dict) -> str:
     else:
         attrs["auto_pad"] = cv["pad"]
     return n.conv(x, c, cv["c_out"], cv["k"], **attrs)
+
+
+def _skip(n, x: str, c: int, sk: dict) -> str:
+    attrs = dict(pads=[sk["pb"], sk["pe"]], dilations=[sk["d"]])
+    if sk["depthwise"]:
+        attrs["group"] = c
+    y = n.conv(x, c, c, sk["k"], **attrs)
+    h = n.op("Add", [x, y] if sk["swap"] else [y, x])
+    return h if sk["act"] is None else n.op(sk["act"], [h])
 
 
 def _act(n, h: str, act: str, alpha: float) -> str:
@@ -295,7 +316,7 @@ def build_model(spec: dict):
             lo, hi = b["slice"]
             h = n.op("Slice", [h, n.const([lo]), n.const([L - hi]), n.const([2])])
             L -= lo + hi
-        x = h
+        x = h if "skip" not in b else _skip(n, h, c, b["skip"])
         taps.append((x, c, L))
     ys = [_head(n, x, c, L, spec["head"])]
     for hd in spec.get("extra_heads", ()):

@@ -125,6 +125,11 @@ class NodePlan:
     design: object | None = None
     #: why each rule family tried on this node declined it (for fallbacks: the true reason)
     declines: tuple["Decline", ...] = ()
+    #: a Conv that a residual Add folds into: the tap whose weight carries the identity
+    #: (:mod:`yuzu_onnx.rules.residual`)
+    identity_tap: int | None = None
+    #: a residual Add: the Conv output whose probe form already holds the sum
+    folded_into: str | None = None
 
     @property
     def rule(self) -> str:

@@ -11,7 +11,7 @@ from yuzu_onnx.rules.base import FORMS, Rule, no_flops
 
 
 def test_every_rule_is_complete_and_reachable_by_name():
-    assert set(rules.RULES) == {"reference", "elementwise", "window", "positional", "position-local", "flatten",
+    assert set(rules.RULES) == {"reference", "residual", "elementwise", "window", "positional", "position-local", "flatten",
                                 "dense-exit", "reduce-exit", "exit", "per-mutant", "fallback"}
     for name, rule in rules.RULES.items():
         assert rules.rule_named(name) is rule
@@ -34,6 +34,8 @@ def test_checks_are_registered_per_op_in_table_order():
     # a reshape may stay in probe form (positional) or be deferred into a dense layer
     assert rules.checks_for("Reshape") == (rules.positional.check_unit_reshape, rules.dense_exit.check_flatten)
     assert rules.checks_for("CumSum") == ()
+    # an Add of a Conv and its input folds into the Conv before it is tried as an elementwise Add
+    assert rules.checks_for("Add") == (rules.residual.check_residual_add, rules.elementwise.check_elementwise)
 
 
 def test_only_the_fallback_warns():

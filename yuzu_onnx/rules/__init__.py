@@ -14,7 +14,7 @@ if none does the node falls back with every family's reason.
 from __future__ import annotations
 
 from . import (dense_exit, elementwise, materialized, position_local, positional, reduce_exit, reference,
-               static_shape, window)
+               residual, static_shape, window)
 from .base import Check, Decline, Rule
 from ..errors import InternalError
 
@@ -22,6 +22,7 @@ from ..errors import InternalError
 FAMILIES = (
     reference,
     static_shape,
+    residual,
     elementwise,
     window,
     positional,

@@ -163,6 +163,13 @@ def emit_window(ctx: EmitContext, np_: NodePlan) -> None:
         l_in, l_out = ctx.seq(x).dims[-1], ctx.seq(out).dims[-1]
         win = window_1d(node, l_in, l_out, int(ctx.plan.infos[node.input[1]].shape[2]))
         ctx.probe[(out, np_.probes)] = _conv_as_taps(ctx, node, probe_inputs(ctx, np_)[0], l_in, l_out, win)
+    elif np_.identity_tap is not None:  # a residual Add folds into this Conv
+        from .residual import folded_weight
+        inputs = probe_inputs(ctx, np_)
+        inputs[1] = folded_weight(ctx, np_)
+        out_probes = ctx.b.fresh("probe_conv")
+        ctx.b.clone(node, inputs, [out_probes], "probe")
+        ctx.probe[(node.output[0], np_.probes)] = out_probes
     else:
         clone_on_probes(ctx, np_)
 
@@ -209,12 +216,14 @@ def _unpadded_attributes(node: onnx.NodeProto, pads: list[int] | None = None) ->
 def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, last: int) -> str:
     """``conv(probes padded with zeros) + conv(reference halo)`` over the output window."""
     from ..emit.tiles import reference_window, zero_out_of_range
+    from .residual import folded_weight
 
     b, node = ctx.b, np_.node
     x, out = node.input[0], node.output[0]
     p = np_.probes
     st = ctx.seq(x)
     w_in = st.dims[-1]
+    weight = node.input[1] if np_.identity_tap is None else folded_weight(ctx, np_)  # W' adds a residual skip
     folded = reprobe(ctx, x, p)
     folded = zero_out_of_range(ctx, x, folded, p)  # out-of-range positions read as zero padding
     lo, hi = max(first, 0), min(last, w_in - 1)
@@ -227,7 +236,7 @@ def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, las
         y = _conv_as_taps(ctx, node, folded, hi - lo + 1, out_width, Window1D(w.kernel, w.stride, w.dilation, before))
     else:
         pads = [0, before, 0, after] if rank4 else [before, after]
-        y = b.op("Conv", [folded, *node.input[1:]], "tile_conv", **_unpadded_attributes(node, pads))
+        y = b.op("Conv", [folded, weight, *node.input[2:]], "tile_conv", **_unpadded_attributes(node, pads))
     outside = ~((np.arange(first, last + 1) >= 0) & (np.arange(first, last + 1) < w_in))
     if not outside.any():
         return y
@@ -239,7 +248,7 @@ def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, las
     shape[-1] = len(outside)
     halo = b.op("Mul", [ref, b.const(outside.astype(np.float64).reshape(shape), "halo_mask")], "halo")
     halo = b.reshape(halo, [-1, *halo_dims], "halo")  # (N*c, *dims)
-    y_ref = b.op("Conv", [halo, node.input[1]], "halo_conv", **_unpadded_attributes(node))
+    y_ref = b.op("Conv", [halo, weight], "halo_conv", **_unpadded_attributes(node))
     out_dims = ctx.seq(out).dims
     joined = b.op("Add", [b.reshape(y, [-1, p, *out_dims], "tile_y"), b.unsqueeze(y_ref, [1], "halo_y")], "tile_conv")
     return b.reshape(joined, [-1, *out_dims], "tile_conv")
