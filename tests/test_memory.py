@@ -41,6 +41,22 @@ def test_replay_of_a_known_chain():
     assert est.activations(3) == 3 * 12 * f
 
 
+@pytest.mark.parametrize("op,in_place", [("Relu", True), ("Sigmoid", True), ("Add", False), ("Mul", False),
+                                         ("Exp", False)])
+def test_only_ops_onnx_runtime_runs_in_place_reuse_their_input(op, in_place):
+    """x -> Conv 4->8 -> op -> Conv 8->2: ONNX Runtime's CPU kernels run activations in place
+    but write a new buffer for Add, Mul and Exp (measured with the arena off), so the op's
+    output adds 8 channels to the peak unless it runs in place."""
+    inputs = ["a", "bias"] if op in ("Add", "Mul") else ["a"]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node(op, inputs, ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["y"])]
+    inits = {"w1": np.ones((8, 4, 1), np.float32), "w2": np.ones((2, 8, 1), np.float32),
+             "bias": np.ones((1, 8, 1), np.float32)}
+    est = estimate_memory(onnx_model(nodes, inits, ["N", 4, L], {"y": ["N", 2, L]}))
+    f = 4 * L
+    assert est.per_sequence == (12 if in_place else 16) * f  # x + a + b while the op runs
+
+
 def test_converted_model_carries_its_estimate():
     model = convert(str(MODELS_DIR / "toynet_L45_torchscript.onnx"))
     props = {p.key: p.value for p in model.metadata_props}

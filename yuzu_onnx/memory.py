@@ -186,10 +186,11 @@ def _fix_batch_param(graph: onnx.GraphProto, batch: int) -> None:
 SCRATCH_OUTPUTS = {"Where": 2}
 #: ops whose output is a view of their first input in ONNX Runtime (no new buffer)
 ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
-#: ops ONNX Runtime may run in place: the output takes over the first input's buffer when that
-#: input is read by nobody later
-INPLACE_OPS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Softplus", "Exp", "Log",
-                         "Neg", "Abs", "Sqrt", "Erf", "Clip", "HardSigmoid", "Add", "Sub", "Mul", "Div"})
+#: ops ONNX Runtime's CPU kernels run in place: the output takes over the first input's buffer
+#: when that input is read by nobody later. Measured (peak RSS with the arena off, one 100 MiB
+#: tensor): these activations run in place; Add, Sub, Mul, Div, Exp, Log, Neg, Abs, Sqrt and Erf
+#: write a new buffer (counting them in place under-predicted gReLU's tiled dilated tower by 40%).
+INPLACE_OPS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Softplus", "HardSigmoid", "Clip"})
 
 
 class ArenaModel:
