@@ -312,26 +312,84 @@ def materialize_tiled(ctx: EmitContext, name: str) -> str:
     seq_ax = axis + 2
     perm = [0, 2] + list(range(3, seq_ax)) + [1, seq_ax] + list(range(seq_ax + 1, rank))
     moved = b.transpose(split, perm, "mat_t")  # (N, S*T, .., c, W, ..)
-    merged = b.reshape(moved, [0, mutants, *before, ct * width, *after], "mat_merge")
-    offset = b.op("Add", [b.op("Mul", [b.unsqueeze(ctx.tau, [1], "tau_col"),
-                                       b.const(np.array(win.shift, dtype=np.int64), dtype=np.int64)], "mat_shift"),
-                          b.const(np.array(win.start, dtype=np.int64), dtype=np.int64)], "mat_start")  # (c, 1)
-    rel = b.op("Sub", [b.const(np.arange(length, dtype=np.int64)[None, :], "mat_pos", dtype=np.int64), offset],
-               "mat_rel")  # (c, L): window position of each position
+    rel = b.op("Sub", [b.const(np.arange(length, dtype=np.int64)[None, :], "mat_pos", dtype=np.int64),
+                       _window_offsets(ctx, win, 0, 1)], "mat_rel")  # (c, L): window position of each position
     inside = b.op("And", [b.op("GreaterOrEqual", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64)], "m_ge"),
                           b.op("Less", [rel, b.const(np.array(width, dtype=np.int64), dtype=np.int64)], "m_lt")],
                   "mat_inside")
-    clipped = b.op("Clip", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
-                            b.const(np.array(width - 1, dtype=np.int64), dtype=np.int64)], "mat_clip")
-    index = b.op("Add", [clipped, b.const((np.arange(ct, dtype=np.int64) * width)[:, None], dtype=np.int64)],
-                 "mat_index")
-    placed = b.op("Gather", [merged, index], "mat_place", axis=axis + 1)  # (N, S*T, .., c, L, ..)
+    placed = _place_windows_in_blocks(ctx, moved, rel, win, width, length, before) if not after else \
+        _place_windows(ctx, moved, rel, width, before, after)
     mask_shape = [1, 1] + [1] * len(before) + [ct, length] + [1] * len(after)
     ref = b.unsqueeze(name, [1, axis + 1], "mat_ref")  # (N, 1, .., 1, L, ..)
     whole = b.op("Where", [b.reshape(inside, mask_shape, "mat_inside"), placed, ref], "mat_whole")
     back = [0, 2 + len(before), 1] + list(range(2, 2 + len(before))) + list(range(3 + len(before), rank))
     ordered = b.transpose(whole, back, "mat_order")  # (N, c, S*T, *dims)
     return b.reshape(ordered, [-1, *full.dims], "mat")
+
+
+def _place_windows(ctx: EmitContext, moved: str, rel: str, width: int, before: list, after: list) -> str:
+    """``(N, S*T, .., c, L, ..)``: tile ``k``'s window (``moved``, ``(N, S*T, .., c, W, ..)``) at
+    its offset, by one Gather of single elements along the sequence axis; ``rel`` ``(c, L)`` is
+    the window position of each position (clipped outside the window, where the caller puts the
+    reference)."""
+    b, ct = ctx.b, ctx.tiling.per_chunk
+    mutants = ctx.plan.subs * ctx.tiling.width
+    merged = b.reshape(moved, [0, mutants, *before, ct * width, *after], "mat_merge")
+    index = b.op("Add", [b.op("Clip", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
+                                       b.const(np.array(width - 1, dtype=np.int64), dtype=np.int64)], "mat_clip"),
+                         b.const((np.arange(ct, dtype=np.int64) * width)[:, None], dtype=np.int64)], "mat_index")
+    return b.op("Gather", [merged, index], "mat_place", axis=len(before) + 2)
+
+
+def placement_block(shift: int, limit: int = 32) -> int:
+    """Positions per block when windows are placed block by block: the largest power of two up
+    to ``limit`` dividing the windows' step ``shift`` (so every window starts at the same
+    offset within a block)."""
+    block = 1
+    while block < limit and shift % (2 * block) == 0:
+        block *= 2
+    return block
+
+
+def _place_windows_in_blocks(ctx: EmitContext, moved: str, rel: str, win, width: int, length: int,
+                             before: list) -> str:
+    """:func:`_place_windows` for a sequence axis that comes last, ``B`` positions at a time
+    (:func:`placement_block`): each window is padded to whole blocks aligned with the tensor's
+    blocks, so the Gather copies runs of ``B`` values instead of single ones (ONNX Runtime
+    copies each gathered block separately: BPNet-9's placement was 16% of its time)."""
+    b, ct = ctx.b, ctx.tiling.per_chunk
+    mutants = ctx.plan.subs * ctx.tiling.width
+    block = placement_block(win.shift)
+    if block == 1:
+        return _place_windows(ctx, moved, rel, width, before, [])
+    lead = win.start % block  # window position 0 lies this far into its block
+    blocks = -(-(lead + width) // block)
+    padded = moved
+    if lead or blocks * block > lead + width:
+        pads = [0] * (2 * (len(before) + 4))
+        pads[len(before) + 3], pads[-1] = lead, blocks * block - lead - width
+        padded = b.op("Pad", [moved, b.ints(pads)], "mat_pad")
+    merged = b.reshape(padded, [0, mutants, *before, ct * blocks, block], "mat_merge")
+    span = -(-length // block)  # blocks covering the tensor (the last may run past it)
+    first = _window_offsets(ctx, win, -lead, block)  # (c, 1): block of each window's (padded) start
+    rel = b.op("Sub", [b.const(np.arange(span, dtype=np.int64)[None, :], "mat_blk", dtype=np.int64), first], "mat_brel")
+    index = b.op("Add", [b.op("Clip", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
+                                       b.const(np.array(blocks - 1, dtype=np.int64), dtype=np.int64)], "mat_bclip"),
+                         b.const((np.arange(ct, dtype=np.int64) * blocks)[:, None], dtype=np.int64)], "mat_bindex")
+    placed = b.op("Gather", [merged, index], "mat_place", axis=len(before) + 2)  # (N, S*T, .., c, L/B, B)
+    placed = b.reshape(placed, [0, mutants, *before, ct, span * block], "mat_blocks")
+    if span * block != length:
+        placed = b.op("Slice", [placed, b.ints([0]), b.ints([length]), b.ints([-1])], "mat_cut")
+    return placed
+
+
+def _window_offsets(ctx: EmitContext, win, shift: int, unit: int) -> str:
+    """``(c, 1)`` int64: ``(start + tau * step + shift) / unit`` for the chunk's tiles (exact
+    division: ``unit`` divides the step and ``start + shift``)."""
+    b = ctx.b
+    per_tile = b.const(np.array(win.shift // unit, dtype=np.int64), dtype=np.int64)
+    base = b.const(np.array((win.start + shift) // unit, dtype=np.int64), dtype=np.int64)
+    return b.op("Add", [b.op("Mul", [b.unsqueeze(ctx.tau, [1], "tau_col"), per_tile], "mat_shift"), base], "mat_start")
 
 
 def _materialize_tile_input(ctx: EmitContext) -> str:
