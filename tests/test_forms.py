@@ -11,6 +11,7 @@ import functools
 import warnings
 
 import numpy as np
+import onnx
 import pytest
 
 from conftest import MANIFEST, BATCH, assert_matches_oracle, cached_naive, loop_body, make_input, manifest_params, \
@@ -155,6 +156,42 @@ def test_per_mutant_profile_head_runs_as_taps(form, subs):
     assert [n for n in body if n.op_type == "Conv" and "taps" in n.output[0]]
     y0, r0 = assert_matches_oracle(model, graph, random_one_hot(2, 23, seed=5), label=f"taps head {form} {subs}")
     np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
+
+
+def test_placement_block_is_the_largest_power_of_two_dividing_the_step():
+    from yuzu_onnx.emit.tiles import placement_block
+
+    assert [placement_block(s) for s in (1, 3, 6, 8, 12, 32, 64, 96)] == [1, 1, 2, 8, 4, 32, 32, 32]
+
+
+@pytest.mark.parametrize("width,length,start,end", [(4, 61, 5, 58), (8, 67, 0, 67), (6, 50, 11, 40), (3, 61, 20, 41)])
+def test_materialized_tiles_place_windows_in_blocks(width, length, start, end):
+    """Tiles whose windows outgrow the tensor switch to materialized mutants; each tile's window
+    is placed into the whole tensor in blocks of B positions (B = the largest power of two
+    dividing the tile step, here the tile width): windows that start inside a block, a length
+    that is no multiple of B, regions at either edge; B = 1 (width 3) keeps single elements."""
+    from builders import Net, random_one_hot
+    from yuzu_onnx.emit.tiles import placement_block
+
+    net = Net(seed=width)
+    h = net.op("Relu", [net.conv("x", 4, 8, 5, pads=[2, 2])])
+    for d in (4, 16, 32):
+        h = net.op("Add", [h, net.op("Relu", [net.conv(h, 8, 8, 3, pads=[d, d], dilations=[d])])])
+    y = net.op("ReduceMean", [h], axes=[2], keepdims=0)
+    model = net.model({"x": ["N", 4, length]}, {"y": y})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph, plan = convert(model, start=start, end=end, form="tiled", tile_width=width, tiles_per_chunk=3,
+                              return_plan=True)
+    assert "exit" in [n.rule for n in plan.nodes]  # the tile switched to materialized mutants
+    body = loop_body(graph)
+    place = next(n for n in body if n.op_type == "Gather" and "mat_place" in n.output[0])
+    merge = next(n for n in body if n.output[0] == place.input[0])
+    shape = next(t for t in graph.graph.initializer if t.name == merge.input[1])
+    block = placement_block(width)
+    assert int(onnx.numpy_helper.to_array(shape)[-1]) == block if block > 1 else merge.op_type == "Reshape"
+    assert_matches_oracle(model, graph, random_one_hot(2, length, seed=width), start=start, end=end,
+                          label=f"blocks T={width}")
 
 
 @pytest.mark.parametrize("kernel,dilation,pads", [(7, 1, [3, 3]), (9, 3, [0, 0]), (25, 1, [12, 12]), (75, 1, [0, 0]),
