@@ -5,7 +5,11 @@ the original model (naive ISM, :func:`yuzu_onnx.oracle.naive_ism`, at each of ``
 mutants per call; the fastest is the naive figure) and one for the converted model, with the
 same provider and session options, warms both up, and times ``--repeats`` runs of each,
 round-robin (naive at each batch size, converted, peers, naive, ...) so that a machine whose load
-drifts slows all alike. Medians are reported next to every individual run.
+drifts slows all alike. Medians are reported next to every individual run. Each timed converted
+run follows ``--settle-runs`` untimed ones (default 1): the steady state of ISM over many
+sequences. Its first run after the naive runs is 25-40% slower on 0.1-0.2 s jobs (their memory
+traffic evicts its working set), which naive ISM and the peers, each making many calls per run,
+absorb in their first call.
 
 Peers (``--peers``, needs the ``bench`` extra): tangermeme's ``saturation_mutagenesis`` on the
 PyTorch model the ONNX file was exported from, ``fast=True`` (fastISM windowing over a
@@ -813,11 +817,16 @@ class NaiveRunner:
                               batch_size=self.batch_size, layout=self.layout)
 
 
-def time_interleaved(fns: Sequence[Callable[[], object]], repeats: int) -> list[list[float]]:
-    """Time ``fns`` round-robin, so that a load that drifts over time hits all of them alike."""
+def time_interleaved(fns: Sequence[Callable[[], object]], repeats: int,
+                     settle: Sequence[int] | None = None) -> list[list[float]]:
+    """Time ``fns`` round-robin, so that a load that drifts over time hits all of them alike;
+    ``settle[i]`` untimed calls of ``fns[i]`` come right before each of its timed ones."""
     runs: list[list[float]] = [[] for _ in fns]
+    settle = settle or [0] * len(fns)
     for _ in range(repeats):
-        for fn, out in zip(fns, runs):
+        for fn, out, untimed in zip(fns, runs, settle):
+            for _ in range(untimed):
+                fn()
             out.extend(time_runs(fn, 1))
     return runs
 
@@ -928,7 +937,8 @@ def bench_model(name: str, path: Path, args: argparse.Namespace, exporter: str |
                 except OSError:
                     pass
                 fns = [*naive_runners.values(), lambda: runner(batch), *peers.values()]
-                runs = time_interleaved(fns, args.repeats)
+                settle = [0] * len(naive_runners) + [args.settle_runs] + [0] * len(peers)
+                runs = time_interleaved(fns, args.repeats, settle)
                 naive_by = dict(zip(naive_batches, runs[:len(naive_batches)]))
                 converted_runs = runs[len(naive_batches)]
                 peer_runs = dict(zip(peers, runs[len(naive_batches) + 1:]))
@@ -1037,7 +1047,7 @@ def markdown(machine: Machine, results: list[ModelResult], naive_batch: int | Se
               "run of each, which a busy machine disturbs least); naive ISM is "
               f"`naive_ism(session, X, batch_size=b)` on the original model, the fastest of b = {batches} "
               "mutants per call, converted is one "
-              "`session.run` on B sequences. GFLOP/s = plan FLOPs (`Plan.totals()`) / time; max abs diff "
+              "`session.run` on B sequences (after `--settle-runs` untimed ones, see the JSON's args). GFLOP/s = plan FLOPs (`Plan.totals()`) / time; max abs diff "
               "compares converted y_ism with naive ISM on the naive sequences."]
     with_peers = [(r, b) for r in results for b in r.batches if b.peer_runs or b.naive_by_batch]
     if with_peers:
@@ -1117,6 +1127,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64], metavar="B",
                         help="sequences per converted run (default: 1 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (default 3)")
+    parser.add_argument("--settle-runs", type=int, default=1, metavar="K",
+                        help="untimed runs of the converted model right before each timed one, as in ISM over "
+                             "many sequences (default 1; 0: time its first run after the naive and peer runs, "
+                             "whose memory traffic slows a 0.1-0.2 s run by 25-40%%). Naive ISM and the peers "
+                             "are not settled: each of their runs makes many calls, the first absorbs it")
     parser.add_argument("--naive-seqs", type=int, default=1,
                         help="sequences naive ISM is measured on, scaled to B (default 1)")
     parser.add_argument("--naive-batches", nargs="+", type=int, default=list(NAIVE_BATCHES), metavar="M",
@@ -1146,6 +1161,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key in ("length", "repeats", "naive_seqs", "peer_batch"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
+    if args.settle_runs < 0:
+        parser.error("--settle-runs must be >= 0")
     if min(args.naive_batches) < 1:
         parser.error("--naive-batches must be >= 1")
     if min(args.batches) < 1:
