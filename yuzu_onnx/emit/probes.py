@@ -145,11 +145,14 @@ def probe_inputs(ctx: EmitContext, np_: NodePlan) -> list[str]:
     return inputs
 
 
-def clone_on_probes(ctx: EmitContext, np_: NodePlan) -> None:
+def clone_on_probes(ctx: EmitContext, np_: NodePlan, substitute: dict[int, str] | None = None) -> None:
     """Run the original node unchanged on probe-form inputs: the emitter of every probe rule
-    whose op is exact on hybrid sequences (elementwise, positional, structured windows)."""
+    whose op is exact on hybrid sequences (elementwise, positional, structured windows);
+    ``substitute`` replaces inputs by position (a Conv's folded weight)."""
     node = np_.node
     inputs = probe_inputs(ctx, np_)
+    for index, name in (substitute or {}).items():
+        inputs[index] = name
     out = ctx.b.fresh(f"probe_{node.op_type.lower()}")
     ctx.b.clone(node, inputs, [out], "probe")
     ctx.probe[(node.output[0], np_.probes)] = out

@@ -372,8 +372,9 @@ def _place_windows_in_blocks(ctx: EmitContext, moved: str, rel: str, win, width:
     merged = b.reshape(padded, [0, mutants, *before, ct * blocks, block], "mat_merge")
     span = -(-length // block)  # blocks covering the tensor (the last may run past it)
     first = _window_offsets(ctx, win, -lead, block)  # (c, 1): block of each window's (padded) start
-    rel = b.op("Sub", [b.const(np.arange(span, dtype=np.int64)[None, :], "mat_blk", dtype=np.int64), first], "mat_brel")
-    index = b.op("Add", [b.op("Clip", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
+    block_rel = b.op("Sub", [b.const(np.arange(span, dtype=np.int64)[None, :], "mat_blk", dtype=np.int64), first],
+                     "mat_brel")  # (c, L/B): window block of each block
+    index = b.op("Add", [b.op("Clip", [block_rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
                                        b.const(np.array(blocks - 1, dtype=np.int64), dtype=np.int64)], "mat_bclip"),
                          b.const((np.arange(ct, dtype=np.int64) * blocks)[:, None], dtype=np.int64)], "mat_bindex")
     placed = b.op("Gather", [merged, index], "mat_place", axis=len(before) + 2)  # (N, S*T, .., c, L/B, B)
@@ -383,12 +384,12 @@ def _place_windows_in_blocks(ctx: EmitContext, moved: str, rel: str, win, width:
     return placed
 
 
-def _window_offsets(ctx: EmitContext, win, shift: int, unit: int) -> str:
-    """``(c, 1)`` int64: ``(start + tau * step + shift) / unit`` for the chunk's tiles (exact
-    division: ``unit`` divides the step and ``start + shift``)."""
+def _window_offsets(ctx: EmitContext, win, extra: int, unit: int) -> str:
+    """``(c, 1)`` int64: ``(start + tau * step + extra) / unit`` for the chunk's tiles (exact
+    division: ``unit`` divides the step and ``start + extra``)."""
     b = ctx.b
     per_tile = b.const(np.array(win.shift // unit, dtype=np.int64), dtype=np.int64)
-    base = b.const(np.array((win.start + shift) // unit, dtype=np.int64), dtype=np.int64)
+    base = b.const(np.array((win.start + extra) // unit, dtype=np.int64), dtype=np.int64)
     return b.op("Add", [b.op("Mul", [b.unsqueeze(ctx.tau, [1], "tau_col"), per_tile], "mat_shift"), base], "mat_start")
 
 

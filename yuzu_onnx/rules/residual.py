@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..ops import attr, window_1d
+from ..ops import window_1d
 from ..plan import NodePlan
 from .base import Decline, Rule, no_flops
 from .elementwise import check_elementwise, tile_elementwise
@@ -41,7 +41,8 @@ FAMILY = "residual"
 
 
 def decline(reason: str) -> Decline:
-    return Decline(FAMILY, reason)
+    """Why the Add is not folded (it may still run as a plain elementwise Add)."""
+    return Decline(FAMILY, f"not a residual x + Conv(x) to fold: {reason}")
 
 
 def aligned_tap(node: onnx.NodeProto, length: int, kernel: int) -> int | None:

@@ -163,13 +163,9 @@ def emit_window(ctx: EmitContext, np_: NodePlan) -> None:
         l_in, l_out = ctx.seq(x).dims[-1], ctx.seq(out).dims[-1]
         win = window_1d(node, l_in, l_out, int(ctx.plan.infos[node.input[1]].shape[2]))
         ctx.probe[(out, np_.probes)] = _conv_as_taps(ctx, node, probe_inputs(ctx, np_)[0], l_in, l_out, win)
-    elif np_.identity_tap is not None:  # a residual Add folds into this Conv
+    elif np_.identity_tap is not None:  # a residual Add folds into this Conv: W' instead of W
         from .residual import folded_weight
-        inputs = probe_inputs(ctx, np_)
-        inputs[1] = folded_weight(ctx, np_)
-        out_probes = ctx.b.fresh("probe_conv")
-        ctx.b.clone(node, inputs, [out_probes], "probe")
-        ctx.probe[(node.output[0], np_.probes)] = out_probes
+        clone_on_probes(ctx, np_, {1: folded_weight(ctx, np_)})
     else:
         clone_on_probes(ctx, np_)
 
