@@ -158,6 +158,37 @@ def test_per_mutant_profile_head_runs_as_taps(form, subs):
     np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel,dilation,pads,length,region", [(75, 1, [37, 37], 140, (0, 140)),
+                                                                (9, 3, [0, 0], 61, (5, 50)),
+                                                                (7, 1, [3, 3], 50, (0, 50)),
+                                                                (25, 2, [5, 19], 90, (10, 80))])
+def test_whole_form_taps_head_widens_its_blocks_not_its_input(kernel, dilation, pads, length, region):
+    """Whole form: a profile head's block Conv (``g`` taps) runs on about as many probes as its
+    input has, and only its output ``Z`` is reprobed to the head's ``P`` before the shifted sum
+    (k = 7 is prime: g = 1, a MatMul). The graph computes ``Z`` twice (reference and probes),
+    never the head's Conv at the head's ``P``; the answers match the oracle."""
+    from builders import Net, random_one_hot
+
+    net = Net(seed=kernel)
+    h = net.op("Relu", [net.conv("x", 4, 16, 5, pads=[2, 2])])
+    h = net.op("Relu", [net.conv(h, 16, 16, 3, pads=[2, 2], dilations=[2])])
+    head = net.conv(h, 16, 2, kernel, pads=pads, dilations=[dilation])
+    model = net.model({"x": ["N", 4, length]}, {"y": head})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph, plan = convert(model, start=region[0], end=region[1], form="whole", return_plan=True)
+    head_plan = next(n for n in plan.nodes if n.node.output[0] == head)
+    assert head_plan.conv_impl == "taps"
+    blocks = [n for n in graph.graph.node if n.op_type in ("Conv", "MatMul") and "taps" in n.output[0]]
+    assert len(blocks) == 2  # Z of the reference and Z of the probes
+    from yuzu_onnx.memory import static_shapes, with_batch
+    shapes = static_shapes(with_batch(graph, 1).graph)
+    rows = sorted(shapes[n.output[0]][0][0] for n in blocks)  # batch 1: the reference's 1, the probes' P_z
+    assert rows[0] == 1 and 1 < rows[1] < head_plan.probes
+    assert_matches_oracle(model, graph, random_one_hot(2, length, seed=3), start=region[0], end=region[1],
+                          label=f"taps k={kernel}")
+
+
 def test_placement_block_is_the_largest_power_of_two_dividing_the_step():
     from yuzu_onnx.emit.tiles import placement_block
 

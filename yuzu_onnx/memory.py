@@ -576,7 +576,9 @@ def batch_for_budget(estimate: MemoryEstimate, budget: int | None, requested: in
                 f"{format_size(estimate.weights)} + activations {format_size(estimate.resident(1))}), "
                 f"more than the memory budget of {format_size(budget)}; raise --max-memory / max_memory "
                 f"to at least {format_size(need_one)}, or convert a shorter region (--start/--end)")
-        fits = (budget - estimate.weights - estimate.fixed) // max(estimate.per_sequence, 1)
+        # the same measure as the check above: total(b) is linear in b
+        per_sequence = max(estimate.total(2) - estimate.total(1), 1)
+        fits = 1 + (budget - need_one) // per_sequence
         batch = max(1, min(requested, int(fits)))
     if cuda:
         batch = min(batch, cuda_batch_limit(estimate))

@@ -48,6 +48,9 @@ class EmitContext:
         self.outer_nodes: list = []
         #: Shapes the emitter knows and shape inference cannot tell (a Loop's outputs).
         self.value_info: list = []
+        #: Probe-form states of tensors the emitter adds that the plan does not know (a taps
+        #: head's block outputs, reprobed before its shifted sum); read by :meth:`seq`.
+        self.local_states: dict[str, SeqState] = {}
 
     def plan_const(self, name: str):
         """Value of a constant of the canonical graph (an initializer), or None."""
@@ -67,7 +70,7 @@ class EmitContext:
 
     def seq(self, name: str) -> SeqState:
         """The probe-form state of ``name``: in a tiled plan the tile-local one (window dims)."""
-        st = (self.tiling.states if self.tiling is not None else self.plan.states)[name]
+        st = self.local_states.get(name) or (self.tiling.states if self.tiling is not None else self.plan.states)[name]
         if not isinstance(st, SeqState):
             raise InternalError(f"tensor {name!r} is used in probe form but was planned as {type(st).__name__}")
         return st

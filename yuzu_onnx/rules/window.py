@@ -162,7 +162,8 @@ def emit_window(ctx: EmitContext, np_: NodePlan) -> None:
         x, out = node.input[0], node.output[0]
         l_in, l_out = ctx.seq(x).dims[-1], ctx.seq(out).dims[-1]
         win = window_1d(node, l_in, l_out, int(ctx.plan.infos[node.input[1]].shape[2]))
-        ctx.probe[(out, np_.probes)] = _conv_as_taps(ctx, node, probe_inputs(ctx, np_)[0], l_in, l_out, win)
+        ctx.probe[(out, np_.probes)] = (_taps_before_widening(ctx, np_, l_in, l_out, win)
+                                        or _conv_as_taps(ctx, node, probe_inputs(ctx, np_)[0], l_in, l_out, win))
     elif np_.identity_tap is not None:  # a residual Add folds into this Conv: W' instead of W
         from .residual import folded_weight
         clone_on_probes(ctx, np_, {1: folded_weight(ctx, np_)})
@@ -266,45 +267,92 @@ def _conv_as_taps(ctx: EmitContext, node, folded: str, l_in: int, l_out: int, wi
     """1-D Conv (group 1) as block Convs and a shifted sum: split the ``k`` taps into ``k/g``
     blocks of ``g`` (:func:`tap_block`); ``Z[(o, a), i] = sum_{b<g} W[o, :, a*g + b] . x[:, i + b*d]``
     (one Conv with ``C_out * k/g`` output channels and kernel ``g``; for ``g = 1`` a MatMul)
-    then ``out[o, j] = sum_a Z[(o, a), j*s + a*g*d]``.
-
-    The shifted sum uses the skew trick on blocks stored in reverse order: ``k/g`` rows of
-    length ``Lz`` read, from offset ``(k/g - 1)*g*d``, as rows of length ``Lz - g*d``, so row
-    ``r`` (block ``k/g - 1 - r``) moves right by ``(k/g - 1 - r)*g*d`` and one ReduceSum adds
-    the blocks.
+    then ``out[o, j] = sum_a Z[(o, a), j*s + a*g*d]`` (:func:`_tap_sum`).
     """
-    b = ctx.b
     c_out = ctx.seq(node.output[0]).dims[0] if c_out is None else c_out
-    k = win.kernel
-    d = win.dilation
-    g = tap_block(k, int(ctx.plan.infos[node.input[1]].shape[1]), c_out)
-    blocks, step = k // g, g * d
-    span = (l_out - 1) * win.stride + (k - 1) * d + 1  # padded length actually read
-    pad_end = max(span - l_in - win.pad_begin, 0)
-    if win.pad_begin or pad_end:
-        folded = b.op("Pad", [folded, b.ints([0, 0, win.pad_begin, 0, 0, pad_end])], "taps_pad")
-    padded = l_in + win.pad_begin + pad_end
+    shape = _TapShape.of(ctx, node, l_in, l_out, win, c_out)
+    return _tap_sum(ctx, node, _tap_blocks(ctx, node, folded, shape), shape)
+
+
+class _TapShape:
+    """Sizes of a Conv as taps in blocks: ``g`` taps per block, ``k/g`` blocks, the padding
+    the block Conv's input needs and the length of its output ``Z``."""
+
+    def __init__(self, kernel: int, dilation: int, stride: int, pad_begin: int, g: int, l_in: int, l_out: int,
+                 c_out: int):
+        self.kernel, self.dilation, self.stride, self.pad_begin, self.g = kernel, dilation, stride, pad_begin, g
+        self.l_out, self.c_out = l_out, c_out
+        self.blocks = kernel // g
+        span = (l_out - 1) * stride + (kernel - 1) * dilation + 1  # padded length actually read
+        self.pad_end = max(span - l_in - pad_begin, 0)
+        padded = l_in + pad_begin + self.pad_end
+        self.length = padded if g == 1 else padded - (g - 1) * dilation  # of Z
+
+    @classmethod
+    def of(cls, ctx: EmitContext, node, l_in: int, l_out: int, win: Window1D, c_out: int) -> "_TapShape":
+        g = tap_block(win.kernel, int(ctx.plan.infos[node.input[1]].shape[1]), c_out)
+        return cls(win.kernel, win.dilation, win.stride, win.pad_begin, g, l_in, l_out, c_out)
+
+
+def _tap_blocks(ctx: EmitContext, node, folded: str, shape: _TapShape) -> str:
+    """``Z``: ``(B, C_out * k/g, length)``, the blocks of taps stored in reverse order (the
+    first ``k/g`` rows of :func:`_tap_sum`'s skew)."""
+    b = ctx.b
+    c_out, blocks, g = shape.c_out, shape.blocks, shape.g
+    if shape.pad_begin or shape.pad_end:
+        folded = b.op("Pad", [folded, b.ints([0, 0, shape.pad_begin, 0, 0, shape.pad_end])], "taps_pad")
     # (C_out, C_in, k) -> (C_out, k/g, C_in, g) with the blocks reversed -> (C_out * k/g, C_in, g)
     split = b.transpose(b.reshape(node.input[1], [c_out, -1, blocks, g], "taps_w"), [0, 2, 1, 3], "taps_w")
     reversed_w = b.op("Slice", [split, b.ints([-1]), b.ints([-blocks - 1]), b.ints([1]), b.ints([-1])], "taps_w")
     if g == 1:
-        y = b.op("MatMul", [b.reshape(reversed_w, [c_out * k, -1], "taps_w"), folded], "taps")  # (B, C_out*k, Lp)
-        length = padded
-    else:
-        weight = b.reshape(reversed_w, [c_out * blocks, -1, g], "taps_w")
-        y = b.op("Conv", [folded, weight], "taps", dilations=[d])  # (B, C_out*k/g, Lp - (g-1)d)
-        length = padded - (g - 1) * d
-    flat = b.reshape(y, [-1, c_out, blocks * length], "taps_flat")
+        return b.op("MatMul", [b.reshape(reversed_w, [c_out * shape.kernel, -1], "taps_w"), folded], "taps")
+    weight = b.reshape(reversed_w, [c_out * blocks, -1, g], "taps_w")
+    return b.op("Conv", [folded, weight], "taps", dilations=[shape.dilation])
+
+
+def _tap_sum(ctx: EmitContext, node, z: str, shape: _TapShape) -> str:
+    """``out[o, j] = sum_a Z[(o, a), j*s + a*g*d]`` plus the bias, by the skew trick on blocks
+    stored in reverse order: ``k/g`` rows of length ``Lz`` read, from offset
+    ``(k/g - 1)*g*d``, as rows of length ``Lz - g*d``, so row ``r`` (block ``k/g - 1 - r``)
+    moves right by ``(k/g - 1 - r)*g*d`` and one ReduceSum adds the blocks."""
+    b = ctx.b
+    c_out, blocks, length = shape.c_out, shape.blocks, shape.length
+    step = shape.g * shape.dilation
+    flat = b.reshape(z, [-1, c_out, blocks * length], "taps_flat")
     offset = (blocks - 1) * step
     skewed = b.op("Slice", [flat, b.ints([offset]), b.ints([offset + blocks * (length - step)]), b.ints([2])],
                   "taps_skew")
     skewed = b.reshape(skewed, [-1, c_out, blocks, length - step], "taps_skew")
     summed = b.op("ReduceSum", [skewed, b.ints([2])], "taps_sum", keepdims=0)  # (B, C_out, length - g*d)
-    summed = b.op("Slice", [summed, b.ints([0]), b.ints([(l_out - 1) * win.stride + 1]), b.ints([2]),
-                            b.ints([win.stride])], "taps_cols")
+    summed = b.op("Slice", [summed, b.ints([0]), b.ints([(shape.l_out - 1) * shape.stride + 1]), b.ints([2]),
+                            b.ints([shape.stride])], "taps_cols")
     if len(node.input) > 2 and node.input[2]:
         summed = b.op("Add", [summed, b.unsqueeze(node.input[2], [1], "taps_bias")], "taps_out")
     return summed
+
+
+def _taps_before_widening(ctx: EmitContext, np_: NodePlan, l_in: int, l_out: int, win: Window1D) -> str | None:
+    """Whole form: the block Conv of :func:`_conv_as_taps` has a short window (``g`` taps), so
+    it runs on about as many probes as its input has (``K`` of ``Z``), and only ``Z`` (``C_out
+    * k/g`` channels) is reprobed to the output's ``P`` for the wide shifted sum, instead of
+    the input (``C_in`` channels) with the block Conv on ``P`` probes (BPNet's k = 75 head:
+    159 probes instead of 369). Exact: the shifted sum is a window op over ``Z`` (kernel
+    ``k/g``, dilation ``g*d``) whose output support is the output's. None when ``Z`` would need
+    as many probes as the output."""
+    node, plan = np_.node, ctx.plan
+    x, out = node.input[0], node.output[0]
+    st_x = ctx.seq(x)
+    shape = _TapShape.of(ctx, node, l_in, l_out, win, ctx.seq(out).dims[0])
+    step = 1 if shape.g == 1 else shape.dilation
+    z_support = st_x.support.through_window(shape.length, 1, win.pad_begin, step, shape.g)
+    z_probes = max(st_x.probes, z_support.slots(plan.subs))
+    if z_probes >= np_.probes:
+        return None
+    z_ref = _tap_blocks(ctx, node, x, shape)  # the reference Z, once per sequence
+    ctx.local_states[z_ref] = SeqState(z_support, 2, (shape.c_out * shape.blocks, shape.length),
+                                       z_support.slots(plan.subs), z_probes)
+    ctx.probe[(z_ref, z_probes)] = _tap_blocks(ctx, node, reprobe(ctx, x, z_probes), shape)
+    return _tap_sum(ctx, node, reprobe(ctx, z_ref, np_.probes), shape)
 
 
 def conv_on_mutants(ctx: EmitContext, node: onnx.NodeProto, x: str) -> str | None:
