@@ -127,22 +127,28 @@ def probe_inputs(ctx: EmitContext, np_: NodePlan) -> list[str]:
         return [reprobe(ctx, name, np_.probes) if ctx.is_seq(name)
                 else ctx.repeat_side(name, np_.probes) if name in ctx.plan.side else name
                 for name in np_.node.input]
-    from .tiles import extend
     out = np_.node.output[0]
-    target, width = ctx.tiling.windows[out], ctx.seq(out).support.length
     inputs = []
     for name in np_.node.input:
         if ctx.is_seq(name):
-            folded = reprobe(ctx, name, np_.probes)
-            first = target.start - ctx.tiling.windows[name].start
-            if (first, width) != (0, ctx.seq(name).support.length):
-                folded = extend(ctx, name, folded, np_.probes, first, first + width - 1, None)
-            inputs.append(folded)
+            inputs.append(in_window_of(ctx, name, out, np_.probes))
         elif name in ctx.plan.side:
             inputs.append(ctx.repeat_side(name, ctx.tiling.per_chunk * np_.probes))
         else:
             inputs.append(name)
     return inputs
+
+
+def in_window_of(ctx: EmitContext, name: str, out: str, probes: int) -> str:
+    """``name`` in probe form with ``probes`` probes, over the tile window of ``out`` (tiled
+    plans: reference values where its own window does not reach)."""
+    from .tiles import extend
+    folded = reprobe(ctx, name, probes)
+    first = ctx.tiling.windows[out].start - ctx.tiling.windows[name].start
+    width = ctx.seq(out).support.length
+    if (first, width) != (0, ctx.seq(name).support.length):
+        folded = extend(ctx, name, folded, probes, first, first + width - 1, None)
+    return folded
 
 
 def clone_on_probes(ctx: EmitContext, np_: NodePlan, substitute: dict[int, str] | None = None) -> None:

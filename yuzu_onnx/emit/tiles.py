@@ -335,10 +335,17 @@ def _place_windows(ctx: EmitContext, moved: str, rel: str, width: int, before: l
     b, ct = ctx.b, ctx.tiling.per_chunk
     mutants = ctx.plan.subs * ctx.tiling.width
     merged = b.reshape(moved, [0, mutants, *before, ct * width, *after], "mat_merge")
-    index = b.op("Add", [b.op("Clip", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
-                                       b.const(np.array(width - 1, dtype=np.int64), dtype=np.int64)], "mat_clip"),
-                         b.const((np.arange(ct, dtype=np.int64) * width)[:, None], dtype=np.int64)], "mat_index")
-    return b.op("Gather", [merged, index], "mat_place", axis=len(before) + 2)
+    return b.op("Gather", [merged, _tile_index(ctx, rel, width)], "mat_place", axis=len(before) + 2)
+
+
+def _tile_index(ctx: EmitContext, rel: str, per_tile: int) -> str:
+    """``(c, n)`` int64: ``rel`` (an index within each tile's run of ``per_tile`` entries)
+    clipped into that run, plus the run's start in the tiles' concatenation."""
+    b = ctx.b
+    zero = b.const(np.array(0, dtype=np.int64), dtype=np.int64)
+    clipped = b.op("Clip", [rel, zero, b.const(np.array(per_tile - 1, dtype=np.int64), dtype=np.int64)], "mat_clip")
+    starts = b.const((np.arange(ctx.tiling.per_chunk, dtype=np.int64) * per_tile)[:, None], dtype=np.int64)
+    return b.op("Add", [clipped, starts], "mat_index")
 
 
 def placement_block(shift: int, limit: int = 32) -> int:
@@ -374,10 +381,7 @@ def _place_windows_in_blocks(ctx: EmitContext, moved: str, rel: str, win, width:
     first = _window_offsets(ctx, win, -lead, block)  # (c, 1): block of each window's (padded) start
     block_rel = b.op("Sub", [b.const(np.arange(span, dtype=np.int64)[None, :], "mat_blk", dtype=np.int64), first],
                      "mat_brel")  # (c, L/B): window block of each block
-    index = b.op("Add", [b.op("Clip", [block_rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64),
-                                       b.const(np.array(blocks - 1, dtype=np.int64), dtype=np.int64)], "mat_bclip"),
-                         b.const((np.arange(ct, dtype=np.int64) * blocks)[:, None], dtype=np.int64)], "mat_bindex")
-    placed = b.op("Gather", [merged, index], "mat_place", axis=len(before) + 2)  # (N, S*T, .., c, L/B, B)
+    placed = b.op("Gather", [merged, _tile_index(ctx, block_rel, blocks)], "mat_place", axis=len(before) + 2)  # (N, S*T, .., c, L/B, B)
     placed = b.reshape(placed, [0, mutants, *before, ct, span * block], "mat_blocks")
     if span * block != length:
         placed = b.op("Slice", [placed, b.ints([0]), b.ints([length]), b.ints([-1])], "mat_cut")

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..ops import window_1d
 from ..plan import NodePlan
@@ -92,8 +91,7 @@ def folded_weight(ctx: "EmitContext", np_: NodePlan) -> str:
     """Constant ``W'``: the Conv's weight with 1 added at ``(o, o mod (C/group), ..., tap)``."""
     key = ("residual_w", np_.node.output[0])
     if key not in ctx.cache:
-        w = numpy_helper.to_array(next(t for t in ctx.plan.model.graph.initializer if t.name == np_.node.input[1]))
-        folded = np.array(w, copy=True)
+        folded = np.array(ctx.plan_const(np_.node.input[1]), copy=True)
         per_group = folded.shape[1]
         channels = np.arange(folded.shape[0])
         folded[(channels, channels % per_group) + (0,) * (folded.ndim - 3) + (np_.identity_tap,)] += 1
@@ -104,17 +102,11 @@ def folded_weight(ctx: "EmitContext", np_: NodePlan) -> str:
 def emit_residual_add(ctx: "EmitContext", np_: NodePlan) -> None:
     """The Add's probe form is its Conv's (the Conv added the skip), widened with reference
     values where a tiled plan's Add window is wider than the Conv's."""
-    from ..emit.probes import reprobe
-    from ..emit.tiles import extend
+    from ..emit.probes import in_window_of, reprobe
 
     out, conv_out = np_.node.output[0], np_.folded_into
-    folded = reprobe(ctx, conv_out, np_.probes)
-    if ctx.tiling is not None:
-        first = ctx.tiling.windows[out].start - ctx.tiling.windows[conv_out].start
-        width = ctx.seq(out).support.length
-        if (first, width) != (0, ctx.seq(conv_out).support.length):
-            folded = extend(ctx, conv_out, folded, np_.probes, first, first + width - 1, None)
-    ctx.probe[(out, np_.probes)] = folded
+    ctx.probe[(out, np_.probes)] = (reprobe(ctx, conv_out, np_.probes) if ctx.tiling is None
+                                    else in_window_of(ctx, conv_out, out, np_.probes))
 
 
 RESIDUAL = Rule("residual", "probe residual (in its Conv)", "probe", no_flops, emit_residual_add,

@@ -343,14 +343,13 @@ def _taps_before_widening(ctx: EmitContext, np_: NodePlan, l_in: int, l_out: int
     x, out = node.input[0], node.output[0]
     st_x = ctx.seq(x)
     shape = _TapShape.of(ctx, node, l_in, l_out, win, ctx.seq(out).dims[0])
-    step = 1 if shape.g == 1 else shape.dilation
-    z_support = st_x.support.through_window(shape.length, 1, win.pad_begin, step, shape.g)
-    z_probes = max(st_x.probes, z_support.slots(plan.subs))
+    z_support = st_x.support.through_window(shape.length, 1, win.pad_begin, shape.dilation, shape.g)
+    z_slots = z_support.slots(plan.subs)
+    z_probes = max(st_x.probes, z_slots)
     if z_probes >= np_.probes:
         return None
     z_ref = _tap_blocks(ctx, node, x, shape)  # the reference Z, once per sequence
-    ctx.local_states[z_ref] = SeqState(z_support, 2, (shape.c_out * shape.blocks, shape.length),
-                                       z_support.slots(plan.subs), z_probes)
+    ctx.local_states[z_ref] = SeqState(z_support, 2, (shape.c_out * shape.blocks, shape.length), z_slots, z_probes)
     ctx.probe[(z_ref, z_probes)] = _tap_blocks(ctx, node, reprobe(ctx, x, z_probes), shape)
     return _tap_sum(ctx, node, reprobe(ctx, z_ref, np_.probes), shape)
 
