@@ -292,7 +292,38 @@ def test_residual_halos_slice_the_conv_halo_window():
     body = loop_body(graph)
     gathers = [n for n in body if n.op_type == "Gather" and "ref_g" in n.output[0]]
     slices = [n for n in body if n.op_type == "Slice" and "ref_sub" in n.output[0]]
-    # Gathers: the input's window, each conv's halo window, the exit's; each residual Add's two
-    # halo pieces are Slices of its conv's halo window (without that, 9 Gathers and no Slice)
-    assert len(slices) == 4 and len(gathers) == 5
+    # Gathers: the input's window, the halo strips of each conv (one where the window already
+    # covers the other side), the exit's; each residual Add's two halo pieces are Slices of its
+    # conv's halo strips (without that, 11 Gathers and no Slice)
+    assert len(slices) == 4 and len(gathers) == 7
     assert_matches_oracle(model, graph, random_one_hot(2, 61, seed=6), start=20, end=41, label="residual halos")
+
+
+@pytest.mark.parametrize(("region", "stride"), [((20, 41), 1), ((0, 9), 1), ((52, 61), 1), ((0, 61), 1),
+                                                ((20, 41), 2)])
+def test_tile_conv_halo_runs_on_its_two_strips(region, stride):
+    """A tile Conv's halo (reference values left and right of the probes' window) is convolved
+    strip by strip, each strip with ``(k-1)*d`` zeros on its inner side, not over the whole
+    window; a strided Conv keeps the whole-window halo. Both match the oracle at regions inside
+    the sequence and touching either end."""
+    from builders import Net, random_one_hot
+
+    net = Net(seed=7)
+    h = net.op("Relu", [net.conv("x", 4, 6, 5, pads=[2, 2])])
+    h = net.op("Relu", [net.conv(h, 6, 6, 3, pads=[3, 3], dilations=[3])])
+    h = net.op("Relu", [net.conv(h, 6, 5, 3, pads=[1, 1], strides=[stride])])
+    y = net.op("ReduceMean", [h], axes=[2], keepdims=0)
+    model = net.model({"x": ["N", 4, 61]}, {"y": y})
+    start, end = region
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = convert(model, start=start, end=end, form="tiled", tile_width=3 * stride, tiles_per_chunk=2)
+    halos = [{a.name: list(a.ints) for a in n.attribute} for n in loop_body(graph)
+             if n.op_type == "Conv" and "halo_conv" in n.output[0]]
+    dilated = [a["pads"] for a in halos if a.get("dilations") == [3]]
+    assert sorted(dilated) == [[0, 6], [6, 0]]  # two strips with (k-1)*d zeros on their inner side
+    last = [a.get("pads") for a in halos if a.get("strides") == [stride]]
+    # the last Conv: strips at stride 1, the whole window (unpadded) at stride 2
+    assert last == ([[0, 2], [2, 0]] if stride == 1 else [None])
+    assert_matches_oracle(model, graph, random_one_hot(2, 61, seed=8), start=start, end=end,
+                          label=f"halo strips {region} stride {stride}")

@@ -237,18 +237,66 @@ def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, las
     outside = ~((np.arange(first, last + 1) >= 0) & (np.arange(first, last + 1) < w_in))
     if not outside.any():
         return y
-    # the halo: the reference where the extended input lies outside the probes' window
-    halo_dims = list(st.dims)
-    halo_dims[-1] = last - first + 1
-    ref = reference_window(ctx, x, first, last, 0.0)  # (N, c, 1, *halo dims), zero out of range
-    shape = [1] * (len(halo_dims) + 3)
-    shape[-1] = len(outside)
-    halo = b.op("Mul", [ref, b.const(outside.astype(np.float64).reshape(shape), "halo_mask")], "halo")
-    halo = b.reshape(halo, [-1, *halo_dims], "halo")  # (N*c, *dims)
-    y_ref = b.op("Conv", [halo, weight], "halo_conv", **_unpadded_attributes(node))
     out_dims = ctx.seq(out).dims
+    y_ref = _halo_on_edges(ctx, np_, weight, w, (first, last), w_in, out_dims[-1])
+    if y_ref is None:
+        # the halo: the reference where the extended input lies outside the probes' window
+        halo_dims = list(st.dims)
+        halo_dims[-1] = last - first + 1
+        ref = reference_window(ctx, x, first, last, 0.0)  # (N, c, 1, *halo dims), zero out of range
+        shape = [1] * (len(halo_dims) + 3)
+        shape[-1] = len(outside)
+        halo = b.op("Mul", [ref, b.const(outside.astype(np.float64).reshape(shape), "halo_mask")], "halo")
+        halo = b.reshape(halo, [-1, *halo_dims], "halo")  # (N*c, *dims)
+        y_ref = b.op("Conv", [halo, weight], "halo_conv", **_unpadded_attributes(node))
     joined = b.op("Add", [b.reshape(y, [-1, p, *out_dims], "tile_y"), b.unsqueeze(y_ref, [1], "halo_y")], "tile_conv")
     return b.reshape(joined, [-1, *out_dims], "tile_conv")
+
+
+def _halo_on_edges(ctx: EmitContext, np_: NodePlan, weight: str, w: Window1D, extended: tuple[int, int],
+                   w_in: int, out_width: int) -> str | None:
+    """``conv(halo)`` over the output window, ``(N*c, C_out, .., out_width)``, from the halo's two
+    strips alone; None where the shortcut does not apply (a stride, or strips that meet).
+
+    With stride 1 output ``o`` reads extended positions ``o + t*d`` (``t < k``), so the left
+    halo (``before`` positions) reaches outputs ``[0, before)`` only and the right one (``after``
+    positions) outputs ``[out_width - after, out_width)``: each strip convolved with ``(k-1)*d``
+    zeros on its inner side gives exactly those outputs, and the outputs between them get 0.
+    The full-width halo conv ran over the whole window (mostly zeros): 5% of bpnet-lite's time.
+    """
+    from ..emit.tiles import reference_window
+
+    b, node = ctx.b, np_.node
+    x = node.input[0]
+    first, last = extended
+    before, after = max(-first, 0), max(last - (w_in - 1), 0)
+    reach = (w.kernel - 1) * w.dilation
+    if w.stride != 1 or before + after > out_width:
+        return None
+    dims = list(ctx.seq(x).dims)
+    rank4 = len(dims) == 3
+    attrs = _unpadded_attributes(node)
+    parts = []
+    for lo, hi, pads in ((first, -1, [0, reach]), (w_in, last, [reach, 0])):
+        if lo > hi:
+            parts.append(None)
+            continue
+        dims[-1] = hi - lo + 1
+        strip = b.reshape(reference_window(ctx, x, lo, hi, 0.0), [-1, *dims], "halo")  # (N*c, *strip dims)
+        conv_pads = [0, pads[0], 0, pads[1]] if rank4 else pads
+        parts.append(b.op("Conv", [strip, weight], "halo_conv", **{**attrs, "pads": conv_pads}))
+    left, right = parts
+    rank = len(dims) + 1
+    gap = out_width - before - after
+    if left is None or right is None:  # one strip: pad it with zeros to the whole output width
+        pads = [0] * (2 * rank)
+        pads[rank - 1 if left is None else 2 * rank - 1] = out_width - (after if left is None else before)
+        return b.op("Pad", [left if right is None else right, b.ints(pads)], "halo_y")
+    if gap:
+        pads = [0] * (2 * rank)
+        pads[2 * rank - 1] = gap
+        left = b.op("Pad", [left, b.ints(pads)], "halo_y")
+    return b.op("Concat", [left, right], "halo_y", axis=-1)
 
 
 def tap_block(kernel: int, c_in: int, c_out: int) -> int:
