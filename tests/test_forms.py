@@ -195,18 +195,33 @@ def test_placement_block_is_the_largest_power_of_two_dividing_the_step():
     assert [placement_block(s) for s in (1, 3, 6, 8, 12, 32, 64, 96)] == [1, 1, 2, 8, 4, 32, 32, 32]
 
 
-@pytest.mark.parametrize("width,length,start,end", [(4, 61, 5, 58), (8, 67, 0, 67), (6, 50, 11, 40), (3, 61, 20, 41)])
-def test_materialized_tiles_place_windows_in_blocks(width, length, start, end):
+def test_window_block_prefers_blocks_the_windows_fill():
+    from yuzu_onnx.emit.tiles import window_block
+
+    # BPNet-9: windows of 1072 from -520 in steps of 32 over 1000 positions: blocks of 8, no padding
+    assert window_block(32, -520, 1072, 1000) == 8
+    assert window_block(32, -522, 1072, 1000) == 32  # misaligned start: the largest block, padded
+    assert window_block(32, -512, 1072, 1004) == 32  # a length of 4-blocks only: too small a block
+    assert window_block(16, -64, 144, 96) == 16
+    assert window_block(6, -6, 12, 60) == 2 and window_block(3, 0, 9, 60) == 1
+
+
+@pytest.mark.parametrize("width,length,start,end,dilations", [
+    (4, 61, 5, 58, (4, 16, 32)), (8, 67, 0, 67, (4, 16, 32)), (6, 50, 11, 40, (4, 16, 32)),
+    (3, 61, 20, 41, (4, 16, 32)), (32, 88, 0, 88, (6, 8, 16, 32)), (16, 96, 16, 80, (6, 8, 16, 32))])
+def test_materialized_tiles_place_windows_in_blocks(width, length, start, end, dilations):
     """Tiles whose windows outgrow the tensor switch to materialized mutants; each tile's window
-    is placed into the whole tensor in blocks of B positions (B = the largest power of two
-    dividing the tile step, here the tile width): windows that start inside a block, a length
-    that is no multiple of B, regions at either edge; B = 1 (width 3) keeps single elements."""
+    is placed into the whole tensor in blocks of B positions (:func:`window_block`: the largest
+    power of two dividing the tile step, or a smaller one the windows and the tensor fill
+    exactly): windows that start inside a block, a length that is no multiple of B, regions at
+    either edge; B = 1 (width 3) keeps single elements; the last two cases fill their blocks
+    (no Pad, no Slice), with B = 8 < 32 in the first of them."""
     from builders import Net, random_one_hot
-    from yuzu_onnx.emit.tiles import placement_block
+    from yuzu_onnx.emit.tiles import window_block
 
     net = Net(seed=width)
     h = net.op("Relu", [net.conv("x", 4, 8, 5, pads=[2, 2])])
-    for d in (4, 16, 32):
+    for d in dilations:
         h = net.op("Add", [h, net.op("Relu", [net.conv(h, 8, 8, 3, pads=[d, d], dilations=[d])])])
     y = net.op("ReduceMean", [h], axes=[2], keepdims=0)
     model = net.model({"x": ["N", 4, length]}, {"y": y})
@@ -214,13 +229,19 @@ def test_materialized_tiles_place_windows_in_blocks(width, length, start, end):
         warnings.simplefilter("ignore")
         graph, plan = convert(model, start=start, end=end, form="tiled", tile_width=width, tiles_per_chunk=3,
                               return_plan=True)
-    assert "exit" in [n.rule for n in plan.nodes]  # the tile switched to materialized mutants
+    exit_node = next(n for n in plan.nodes if n.rule == "exit")  # the tile switched to materialized mutants
+    placed = exit_node.node.input[0]
+    win, length_t = plan.tiling.windows[placed], plan.states[placed].dims[-1]
+    block = window_block(win.shift, win.start, plan.tiling.states[placed].dims[-1], length_t)
     body = loop_body(graph)
     place = next(n for n in body if n.op_type == "Gather" and "mat_place" in n.output[0])
     merge = next(n for n in body if n.output[0] == place.input[0])
     shape = next(t for t in graph.graph.initializer if t.name == merge.input[1])
-    block = placement_block(width)
     assert int(onnx.numpy_helper.to_array(shape)[-1]) == block if block > 1 else merge.op_type == "Reshape"
+    filled = {n.op_type for n in body if "mat_pad" in n.output[0] or "mat_cut" in n.output[0]} == set()
+    assert filled == (block == 1 or dilations != (4, 16, 32))
+    if width == 32:
+        assert block == 8
     assert_matches_oracle(model, graph, random_one_hot(2, length, seed=width), start=start, end=end,
                           label=f"blocks T={width}")
 

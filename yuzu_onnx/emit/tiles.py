@@ -14,6 +14,8 @@ and the exits ignore them.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 from onnx import helper
@@ -283,7 +285,12 @@ def encode_tile_input(ctx: EmitContext) -> str:
 
 def materialize_tiled(ctx: EmitContext, name: str) -> str:
     """``(N * c * S*T, *dims)``: the whole tensor for every mutant of the chunk's tiles: its
-    probe's values where the mutant reaches (inside the tile's window), the reference elsewhere."""
+    probe's values where the mutant reaches (inside the tile's window), the reference elsewhere.
+
+    Each tile's window is placed at its offset by one Gather over the (tile, window position)
+    axis, then one Where picks, per (tile, mutant, position), the placed probe value where the
+    mutant reaches and the reference elsewhere (window positions a mutant does not reach may
+    hold values computed from the window's zero padding)."""
     b, plan = ctx.b, ctx.plan
     st, full = ctx.seq(name), plan.states[name]
     win = ctx.tiling.windows[name]
@@ -296,14 +303,8 @@ def materialize_tiled(ctx: EmitContext, name: str) -> str:
     from .probes import reprobe
     z = ctx.unfold(reprobe(ctx, name, p), name, p)  # (N*c, P, *wdims)
     local = np.arange(mutants)
-    per_mutant = b.gather(z, local % p, axis=1, hint="mat_g")  # (N*c, S*T, *wdims)
-    first = st.support.first_mutant(plan.subs)
-    stop = first + st.support.widths * plan.subs
-    shape = [mutants] + [1] * len(st.dims)
-    shape[axis] = width
-    reach = (local[:, None] >= first[None, :]) & (local[:, None] < stop[None, :])  # (S*T, W)
-    per_mutant = b.op("Where", [b.const(reach.reshape(shape), "mat_reach", dtype=np.bool_), per_mutant,
-                                ctx.ref_broadcast(name)], "mat_win")
+    # one mutant per probe (P = S*T) needs no gather
+    per_mutant = z if p == mutants else b.gather(z, local % p, axis=1, hint="mat_g")  # (N*c, S*T, *wdims)
     # Place each tile's window at its own offset: merge (tile, window position) into one axis
     # and gather it with a (c, L) table, so no tile reads another's offsets.
     before, after = list(st.dims[:axis - 1]), list(st.dims[axis:])
@@ -314,17 +315,34 @@ def materialize_tiled(ctx: EmitContext, name: str) -> str:
     moved = b.transpose(split, perm, "mat_t")  # (N, S*T, .., c, W, ..)
     rel = b.op("Sub", [b.const(np.arange(length, dtype=np.int64)[None, :], "mat_pos", dtype=np.int64),
                        _window_offsets(ctx, win, 0, 1)], "mat_rel")  # (c, L): window position of each position
-    inside = b.op("And", [b.op("GreaterOrEqual", [rel, b.const(np.array(0, dtype=np.int64), dtype=np.int64)], "m_ge"),
-                          b.op("Less", [rel, b.const(np.array(width, dtype=np.int64), dtype=np.int64)], "m_lt")],
-                  "mat_inside")
     placed = _place_windows_in_blocks(ctx, moved, rel, win, width, length, before) if not after else \
         _place_windows(ctx, moved, rel, width, before, after)
-    mask_shape = [1, 1] + [1] * len(before) + [ct, length] + [1] * len(after)
+    mask_shape = [1, mutants] + [1] * len(before) + [ct, length] + [1] * len(after)
+    reached = b.reshape(_reach_mask(ctx, st, rel, width, mutants), mask_shape, "mat_reach")
     ref = b.unsqueeze(name, [1, axis + 1], "mat_ref")  # (N, 1, .., 1, L, ..)
-    whole = b.op("Where", [b.reshape(inside, mask_shape, "mat_inside"), placed, ref], "mat_whole")
+    whole = b.op("Where", [reached, placed, ref], "mat_whole")
     back = [0, 2 + len(before), 1] + list(range(2, 2 + len(before))) + list(range(3 + len(before), rank))
     ordered = b.transpose(whole, back, "mat_order")  # (N, c, S*T, *dims)
     return b.reshape(ordered, [-1, *full.dims], "mat")
+
+
+def _reach_mask(ctx: EmitContext, st, rel: str, width: int, mutants: int) -> str:
+    """``(S*T, c, L)`` bool: local mutant ``m`` of tile ``k`` reaches position ``l``, i.e. ``l``
+    lies at window position ``w = rel[k, l]`` inside the window and ``first(w) <= m < stop(w)``
+    (computed in the graph from the ``W``-long support tables)."""
+    b, plan = ctx.b, ctx.plan
+    first = st.support.first_mutant(plan.subs)
+    stop = first + st.support.widths * plan.subs
+    zero = b.const(np.array(0, dtype=np.int64), dtype=np.int64)
+    clipped = b.op("Clip", [rel, zero, b.const(np.array(width - 1, dtype=np.int64), dtype=np.int64)], "mat_clip")
+    # out of the window: an empty range (first = stop = 0), so no mutant reaches
+    inside = b.op("Equal", [clipped, rel], "mat_inside")
+    lo = b.op("Where", [inside, b.gather(b.const(first, "mat_first", dtype=np.int64), clipped, axis=0,
+                                         hint="mat_lo"), zero], "mat_lo")
+    hi = b.op("Where", [inside, b.gather(b.const(stop, "mat_stop", dtype=np.int64), clipped, axis=0,
+                                         hint="mat_hi"), zero], "mat_hi")
+    m = b.const(np.arange(mutants, dtype=np.int64).reshape(mutants, 1, 1), "mat_m", dtype=np.int64)
+    return b.op("And", [b.op("GreaterOrEqual", [m, lo], "mat_ge"), b.op("Less", [m, hi], "mat_lt")], "mat_reached")
 
 
 def _place_windows(ctx: EmitContext, moved: str, rel: str, width: int, before: list, after: list) -> str:
@@ -348,6 +366,11 @@ def _tile_index(ctx: EmitContext, rel: str, per_tile: int) -> str:
     return b.op("Add", [clipped, starts], "mat_index")
 
 
+#: The smallest block worth placing windows by when it spares the Pad and the Slice (BPNet-9:
+#: blocks of 8 without them were faster than blocks of 32 with them)
+ALIGNED_BLOCK = 8
+
+
 def placement_block(shift: int, limit: int = 32) -> int:
     """Positions per block when windows are placed block by block: the largest power of two up
     to ``limit`` dividing the windows' step ``shift`` (so every window starts at the same
@@ -358,6 +381,17 @@ def placement_block(shift: int, limit: int = 32) -> int:
     return block
 
 
+def window_block(shift: int, start: int, width: int, length: int) -> int:
+    """Positions per block for placing windows of ``width`` starting at ``start + k * shift``
+    into a tensor of ``length``: :func:`placement_block` of the step, or a smaller power of two
+    (down to ``ALIGNED_BLOCK``) that also divides ``start``, ``width`` and ``length``, so that
+    the windows and the tensor fill whole blocks: no Pad before the Gather and no Slice after
+    it (two passes over the result each)."""
+    block = placement_block(shift)
+    aligned = placement_block(math.gcd(shift, start, width, length))
+    return aligned if block > 1 and aligned >= ALIGNED_BLOCK else block
+
+
 def _place_windows_in_blocks(ctx: EmitContext, moved: str, rel: str, win, width: int, length: int,
                              before: list) -> str:
     """:func:`_place_windows` for a sequence axis that comes last, ``B`` positions at a time
@@ -366,7 +400,7 @@ def _place_windows_in_blocks(ctx: EmitContext, moved: str, rel: str, win, width:
     copies each gathered block separately: BPNet-9's placement was 16% of its time)."""
     b, ct = ctx.b, ctx.tiling.per_chunk
     mutants = ctx.plan.subs * ctx.tiling.width
-    block = placement_block(win.shift)
+    block = window_block(win.shift, win.start, width, length)
     if block == 1:
         return _place_windows(ctx, moved, rel, width, before, [])
     lead = win.start % block  # window position 0 lies this far into its block
