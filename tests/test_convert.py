@@ -206,3 +206,41 @@ def test_outputs_are_identical_across_runs_and_sessions_on_cpu(sensing):
     split = ISMSession(model, providers=["CPUExecutionProvider"], batch_size=2).run(X)
     for (a0, ah), (b0, bh) in zip(runs[0], split):
         assert_ism_close(bh, ah, a0, label="batch 2 vs 5")
+
+
+@pytest.mark.parametrize(("region", "form"), [((0, 40), "whole"), ((7, 33), "whole"), ((0, 40), "tiled"),
+                                              ((5, 29), "tiled")])
+def test_alt_y_hat_is_one_gather_of_mutant_rows_and_y0(region, form):
+    """In ``alt`` mode ``y_hat`` is one GatherND per sequence from the mutants' rows with ``y0``
+    appended (character ``a`` at a position with reference ``r``: mutant slot ``a - (a > r)``;
+    ``a = r``: ``y0``), already in ``(N, A, L, *out)`` order: for an output per position and one
+    per sequence, sequences with different references, whole and tiled forms, sub-regions. The
+    reference slot holds ``y0`` bit for bit; every other slot matches the oracle."""
+    import warnings
+
+    import onnx
+
+    from builders import Net
+    from conftest import assert_matches_oracle, original_outputs
+    from yuzu_onnx import convert
+
+    start, end = region
+    X = random_one_hot(3, 40, seed=12)
+    for head in ("profile", "counts"):
+        net = Net(seed=11)
+        h = net.op("Relu", [net.conv("x", 4, 6, 5, pads=[2, 2])])
+        out = (net.conv(h, 6, 2, 3, pads=[1, 1]) if head == "profile"
+               else net.op("ReduceMean", [h], axes=[2], keepdims=0))
+        model = net.model({"x": ["N", 4, 40]}, {"y": out})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = convert(model, start=start, end=end, form=form, tile_width=4 if form == "tiled" else None)
+        producer = next(n for n in graph.graph.node if "y_ism" in n.output)
+        assert producer.op_type == "GatherND"
+        assert [a.i for a in producer.attribute if a.name == "batch_dims"] == [1]
+        assert_matches_oracle(model, graph, X, start=start, end=end, label=f"alt rows {form} {region}")
+        y0, y_hat = original_outputs(graph, X)
+        for n in range(X.shape[0]):
+            refs = X[n, :, start:end].argmax(axis=0)
+            for i, r in enumerate(refs):
+                np.testing.assert_array_equal(y_hat[n, r, i], y0[n])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from .context import EmitContext
 from .materialize import materialize
@@ -30,21 +31,24 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     by_slot = _unreached_as_y0(ctx, output, by_slot, out_dims)
     if plan.substitutions == "all":
         return b.op("Transpose", [by_slot], outputs=[name], perm=[0, 2, 1] + rest)
-    # alt: slot s at a position with reference r is character s + (s >= r); r itself gets y0.
+    # alt: character a at a position i with reference r is mutant slot a - (a > r); r itself
+    # gets y0. One GatherND per sequence picks each (a, i)'s row from the mutants' rows and y0
+    # appended after them, already in y_hat's (A, L) order: two passes over the output instead
+    # of two Concats, two Wheres and a Transpose.
     seq = plan.seq
+    rows = b.reshape(by_slot, [0, region * s, *out_dims], "by_row")  # (N, Lr*S, *out)
+    table = b.op("Concat", [rows, b.reshape(output, [-1, 1, *out_dims], "y0_row")], "rows_y0", axis=1)
     ref = b.op("ArgMax", [seq.name], "ref_char", axis=seq.channel_axis, keepdims=0)  # (N, L)
     ref = b.op("Slice", [ref, b.ints([plan.requested_start]), b.ints([plan.requested_end]), b.ints([1])],
                "ref_region")
-    ref = b.unsqueeze(ref, list(range(2, 3 + len(out_dims))), "ref_b")  # (N, Lr, 1, 1...)
-    letters = b.const(np.arange(a).reshape((a,) + (1,) * len(out_dims)), "letters", dtype=np.int64)
-    first = b.op("Slice", [by_slot, b.ints([0]), b.ints([1]), b.ints([2])], "slot0")
-    below = b.op("Concat", [by_slot, first], "slot_below", axis=2)  # slot a -> mutant slot a
-    above = b.op("Concat", [first, by_slot], "slot_above", axis=2)  # slot a -> mutant slot a-1
-    is_below = b.op("Less", [letters, ref], "is_below")
-    is_ref = b.op("Equal", [letters, ref], "is_ref")
-    upper = b.op("Where", [is_ref, _y0_broadcast(ctx, output, out_dims), above], "upper")
-    merged = b.op("Where", [is_below, below, upper], "merged")  # (N, Lr, A, *out)
-    return b.op("Transpose", [merged], outputs=[name], perm=[0, 2, 1] + rest)
+    ref = b.unsqueeze(ref, [1], "ref_b")  # (N, 1, Lr)
+    letters = b.const(np.arange(a, dtype=np.int64).reshape(1, a, 1), "letters", dtype=np.int64)
+    above = b.op("Cast", [b.op("Greater", [letters, ref], "is_above")], "above", to=onnx.TensorProto.INT64)
+    first_row = b.const((np.arange(region, dtype=np.int64) * s).reshape(1, 1, region), "first_row", dtype=np.int64)
+    row = b.op("Add", [first_row, b.op("Sub", [letters, above], "slot")], "row")  # (N, A, Lr)
+    row = b.op("Where", [b.op("Equal", [letters, ref], "is_ref"),
+                         b.const(np.array(region * s, dtype=np.int64), "y0_at", dtype=np.int64), row], "row")
+    return b.op("GatherND", [table, b.unsqueeze(row, [3], "row_index")], outputs=[name], batch_dims=1)
 
 
 def _y0_broadcast(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
