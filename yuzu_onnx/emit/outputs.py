@@ -28,15 +28,16 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
         return b.op("Expand", [_y0_broadcast(ctx, output, out_dims), b.ints([1, a, region] + [1] * len(out_dims))],
                     outputs=[name])
     by_slot = b.reshape(per_mutant, [-1, plan.region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
-    by_slot = _unreached_as_y0(ctx, output, by_slot, out_dims)
     if plan.substitutions == "all":
+        by_slot = _unreached_as_y0(ctx, output, by_slot, out_dims)
         return b.op("Transpose", [by_slot], outputs=[name], perm=[0, 2, 1] + rest)
-    # alt: character a at a position i with reference r is mutant slot a - (a > r); r itself
+    # alt: character a at a position i with reference r is mutant slot a - (a > r); r itself,
+    # and every character at a position a trimmed plan does not compute (:mod:`yuzu_onnx.trim`),
     # gets y0. One GatherND per sequence picks each (a, i)'s row from the mutants' rows and y0
     # appended after them, already in y_hat's (A, L) order: two passes over the output instead
-    # of two Concats, two Wheres and a Transpose.
+    # of two Concats, two Wheres and a Transpose (and a Concat of y0 for trimmed positions).
     seq = plan.seq
-    rows = b.reshape(by_slot, [0, region * s, *out_dims], "by_row")  # (N, Lr*S, *out)
+    rows = b.reshape(by_slot, [0, plan.region * s, *out_dims], "by_row")  # (N, M, *out)
     table = b.op("Concat", [rows, b.reshape(output, [-1, 1, *out_dims], "y0_row")], "rows_y0", axis=1)
     ref = b.op("ArgMax", [seq.name], "ref_char", axis=seq.channel_axis, keepdims=0)  # (N, L)
     ref = b.op("Slice", [ref, b.ints([plan.requested_start]), b.ints([plan.requested_end]), b.ints([1])],
@@ -44,10 +45,15 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     ref = b.unsqueeze(ref, [1], "ref_b")  # (N, 1, Lr)
     letters = b.const(np.arange(a, dtype=np.int64).reshape(1, a, 1), "letters", dtype=np.int64)
     above = b.op("Cast", [b.op("Greater", [letters, ref], "is_above")], "above", to=onnx.TensorProto.INT64)
-    first_row = b.const((np.arange(region, dtype=np.int64) * s).reshape(1, 1, region), "first_row", dtype=np.int64)
+    computed = np.arange(plan.requested_start, plan.requested_end) - plan.start  # position in the plan's region
+    reached = (computed >= 0) & (computed < plan.region)
+    first_row = b.const((np.where(reached, computed, 0) * s).reshape(1, 1, region), "first_row", dtype=np.int64)
     row = b.op("Add", [first_row, b.op("Sub", [letters, above], "slot")], "row")  # (N, A, Lr)
-    row = b.op("Where", [b.op("Equal", [letters, ref], "is_ref"),
-                         b.const(np.array(region * s, dtype=np.int64), "y0_at", dtype=np.int64), row], "row")
+    is_y0 = b.op("Equal", [letters, ref], "is_ref")
+    if not reached.all():
+        is_y0 = b.op("Or", [is_y0, b.const(~reached.reshape(1, 1, region), "unreached", dtype=np.bool_)], "is_y0")
+    row = b.op("Where", [is_y0, b.const(np.array(plan.region * s, dtype=np.int64), "y0_at", dtype=np.int64), row],
+               "row")
     return b.op("GatherND", [table, b.unsqueeze(row, [3], "row_index")], outputs=[name], batch_dims=1)
 
 
