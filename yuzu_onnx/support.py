@@ -58,6 +58,12 @@ class Support:
         """Index of the first mutant reaching each position (0 where none reaches)."""
         return np.where(self.widths > 0, self.lo * subs_per_position, 0)
 
+    def mutant_range(self, subs_per_position: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(first, stop)``: the mutants reaching each position are ``first <= m < stop``
+        (an empty range where none reaches)."""
+        first = self.first_mutant(subs_per_position)
+        return first, first + self.widths * subs_per_position
+
     def union(self, other: "Support") -> "Support":
         """Support of an elementwise combination of two tensors of the same length."""
         return Support(np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi))

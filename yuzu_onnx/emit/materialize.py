@@ -25,8 +25,7 @@ def materialize(ctx: EmitContext, name: str) -> str:
     per_mutant = b.gather(z, mutant % p, axis=1, hint="mat_g")  # (N, M, *dims)
     # Mask of (mutant, position) pairs that reach, computed in-graph from O(M + L) constants.
     col = b.const(mutant.reshape((m,) + (1,) * len(st.dims)), "mat_m", dtype=np.int64)
-    first = st.support.first_mutant(plan.subs)
-    stop = first + st.support.widths * plan.subs
+    first, stop = st.support.mutant_range(plan.subs)
     shape = ctx.seq_axis_shape(name)
     below = b.op("Less", [col, b.const(first.reshape(shape), "mat_first", dtype=np.int64)], "mat_lo")
     above = b.op("Less", [col, b.const(stop.reshape(shape), "mat_stop", dtype=np.int64)], "mat_hi")

@@ -331,8 +331,7 @@ def _reach_mask(ctx: EmitContext, st, rel: str, width: int, mutants: int) -> str
     lies at window position ``w = rel[k, l]`` inside the window and ``first(w) <= m < stop(w)``
     (computed in the graph from the ``W``-long support tables)."""
     b, plan = ctx.b, ctx.plan
-    first = st.support.first_mutant(plan.subs)
-    stop = first + st.support.widths * plan.subs
+    first, stop = st.support.mutant_range(plan.subs)
     zero = b.const(np.array(0, dtype=np.int64), dtype=np.int64)
     clipped = b.op("Clip", [rel, zero, b.const(np.array(width - 1, dtype=np.int64), dtype=np.int64)], "mat_clip")
     # out of the window: an empty range (first = stop = 0), so no mutant reaches

@@ -238,7 +238,7 @@ def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, las
     if not outside.any():
         return y
     out_dims = ctx.seq(out).dims
-    y_ref = _halo_on_edges(ctx, np_, weight, w, (first, last), w_in, out_dims[-1])
+    y_ref = _halo_on_edges(ctx, node, weight, w, (first, last), (before, after), out_width)
     if y_ref is None:
         # the halo: the reference where the extended input lies outside the probes' window
         halo_dims = list(st.dims)
@@ -253,10 +253,12 @@ def _conv_on_tiles(ctx: EmitContext, np_: NodePlan, w: Window1D, first: int, las
     return b.reshape(joined, [-1, *out_dims], "tile_conv")
 
 
-def _halo_on_edges(ctx: EmitContext, np_: NodePlan, weight: str, w: Window1D, extended: tuple[int, int],
-                   w_in: int, out_width: int) -> str | None:
+def _halo_on_edges(ctx: EmitContext, node: onnx.NodeProto, weight: str, w: Window1D, extended: tuple[int, int],
+                   halo: tuple[int, int], out_width: int) -> str | None:
     """``conv(halo)`` over the output window, ``(N*c, C_out, .., out_width)``, from the halo's two
     strips alone; None where the shortcut does not apply (a stride, or strips that meet).
+    ``extended`` is the Conv's input range ``first..last`` (relative to the probes' window) and
+    ``halo`` the ``(before, after)`` positions of it outside the probes' window.
 
     With stride 1 output ``o`` reads extended positions ``o + t*d`` (``t < k``), so the left
     halo (``before`` positions) reaches outputs ``[0, before)`` only and the right one (``after``
@@ -266,10 +268,9 @@ def _halo_on_edges(ctx: EmitContext, np_: NodePlan, weight: str, w: Window1D, ex
     """
     from ..emit.tiles import reference_window
 
-    b, node = ctx.b, np_.node
-    x = node.input[0]
+    b, x = ctx.b, node.input[0]
     first, last = extended
-    before, after = max(-first, 0), max(last - (w_in - 1), 0)
+    before, after = halo
     reach = (w.kernel - 1) * w.dilation
     if w.stride != 1 or before + after > out_width:
         return None
@@ -277,7 +278,7 @@ def _halo_on_edges(ctx: EmitContext, np_: NodePlan, weight: str, w: Window1D, ex
     rank4 = len(dims) == 3
     attrs = _unpadded_attributes(node)
     parts = []
-    for lo, hi, pads in ((first, -1, [0, reach]), (w_in, last, [reach, 0])):
+    for lo, hi, pads in ((first, first + before - 1, [0, reach]), (last - after + 1, last, [reach, 0])):
         if lo > hi:
             parts.append(None)
             continue
