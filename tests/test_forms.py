@@ -20,6 +20,7 @@ from test_convert import _check_against_naive
 from yuzu_onnx import convert, run_ism
 from yuzu_onnx.analyze import Analysis
 from yuzu_onnx.convert import plan_conversion
+from yuzu_onnx.emit.conv_layout import one_d_attributes, source_weight
 from yuzu_onnx.errors import UnsupportedModelError
 from yuzu_onnx.planner import TILE_SLACK
 from yuzu_onnx.tiling import tile_quantum
@@ -150,9 +151,9 @@ def test_per_mutant_profile_head_runs_as_taps(form, subs):
         graph = convert(model, substitutions=subs, **kwargs)
     head_weight = next(n for n in model.graph.node if n.output[0] == head).input[1]
     body = loop_body(graph)
-    # the head's taps: its weight only reshaped into blocks (k = 9 -> 3 blocks of 3), which a
+    # the head's taps: its weight rearranged into blocks (k = 9 -> 3 blocks of 3), which a
     # Conv with kernel 3 and a skewed sum apply; no Conv reads the head's own weight
-    assert not [n for n in body if n.op_type == "Conv" and n.input[1] == head_weight]
+    assert not [n for n in body if n.op_type == "Conv" and source_weight(n.input[1]) == head_weight]
     assert [n for n in body if n.op_type == "Conv" and "taps" in n.output[0]]
     y0, r0 = assert_matches_oracle(model, graph, random_one_hot(2, 23, seed=5), label=f"taps head {form} {subs}")
     np.testing.assert_allclose(y0, r0, rtol=1e-5, atol=1e-6)
@@ -339,8 +340,7 @@ def test_tile_conv_halo_runs_on_its_two_strips(region, stride):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = convert(model, start=start, end=end, form="tiled", tile_width=3 * stride, tiles_per_chunk=2)
-    halos = [{a.name: list(a.ints) for a in n.attribute} for n in loop_body(graph)
-             if n.op_type == "Conv" and "halo_conv" in n.output[0]]
+    halos = [one_d_attributes(n) for n in loop_body(graph) if n.op_type == "Conv" and "halo_conv" in n.output[0]]
     dilated = [a["pads"] for a in halos if a.get("dilations") == [3]]
     assert sorted(dilated) == [[0, 6], [6, 0]]  # two strips with (k-1)*d zeros on their inner side
     last = [a.get("pads") for a in halos if a.get("strides") == [stride]]

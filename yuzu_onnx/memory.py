@@ -184,6 +184,12 @@ def _fix_batch_param(graph: onnx.GraphProto, batch: int) -> None:
 #: Where selects into two output-sized intermediates before combining them (measured: DeepSEA's
 #: exit guard held 2 x 131 MB more than its tensors)
 SCRATCH_OUTPUTS = {"Where": 2}
+#: a 2-D Conv with a constant weight runs in ONNX Runtime's NCHWc layout on x86 CPUs: its input
+#: is copied into blocked channels before it and its output written blocked, then copied back
+#: (ReorderInput / ReorderOutput), so input and output are held twice while it runs (a Basset
+#: whose emitted Convs were lifted to unit-height 2-D held 142 MiB at batch 4 against 104 MiB
+#: predicted without these copies)
+BLOCKED_CONV_COPIES = 1
 #: ops whose output is a view of their first input in ONNX Runtime (no new buffer)
 ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 #: ops ONNX Runtime's CPU kernels run in place: the output takes over the first input's buffer
@@ -322,6 +328,9 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
     weights) are not counted. With ``arena`` every buffer is also allocated and freed in it
     (graph inputs excepted: the caller owns them); a Loop then runs its body every iteration."""
     last_use: dict[str, int] = {}
+    weights_2d = _four_d_constants(graph, constants)
+    if model is not None and graph is not model.graph:
+        weights_2d |= _four_d_constants(model.graph, constants)
     for i, node in enumerate(graph.node):
         for name in _node_inputs(node):
             last_use[name] = i
@@ -387,6 +396,8 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
                     new_buffer(name)
                     live += nbytes(name)
             scratch = SCRATCH_OUTPUTS.get(node.op_type, 0) * sum(nbytes(o) for o in outputs)
+            if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights_2d:
+                scratch += BLOCKED_CONV_COPIES * (nbytes(node.input[0]) + sum(nbytes(o) for o in outputs))
             peak = max(peak, live + scratch)
             if arena is not None and scratch:
                 arena.free_chunk(arena.alloc(scratch))
@@ -399,6 +410,14 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
                     arena.free_chunk(handle_of.pop(bid))
     kept = [handle_of[buffer_of[name]] for name in keep if name in buffer_of and buffer_of[name] in handle_of]
     return peak, largest, unknown, kept
+
+
+def _four_d_constants(graph: onnx.GraphProto, constants: set[str]) -> set[str]:
+    """Names of ``graph``'s 4-D constants: its initializers, and those :func:`with_batch` made
+    inputs."""
+    found = {t.name for t in graph.initializer if len(t.dims) == 4}
+    return found | {vi.name for vi in graph.input
+                    if vi.name in constants and len(vi.type.tensor_type.shape.dim) == 4}
 
 
 #: Loop iterations the arena model always replays node by node (:func:`_replay_iterations`).

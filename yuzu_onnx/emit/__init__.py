@@ -20,6 +20,7 @@ from ..errors import UnsupportedModelError
 from ..graph_builder import GraphBuilder
 from ..plan import Plan
 from .context import EmitContext
+from .conv_layout import convs_as_unit_height
 from .fuse import fuse_matmul_bias
 from .outputs import emit_ism_output, ism_output_name
 from .probes import encode_input
@@ -66,7 +67,9 @@ def emit(plan: Plan) -> onnx.ModelProto:
                                   producer_name="yuzu-onnx")
     converted.ir_version = model.ir_version
     original = {name for node in graph.node for name in node.output}
-    fuse_matmul_bias(converted, lambda node: not original.intersection(node.output))
+    emitted = lambda node: not original.intersection(node.output)  # noqa: E731
+    fuse_matmul_bias(converted, emitted)
+    convs_as_unit_height(converted, emitted)
     _set_metadata(converted, plan)
     return converted
 

@@ -351,11 +351,17 @@ def _tap_blocks(ctx: EmitContext, node, folded: str, shape: _TapShape) -> str:
     if shape.pad_begin or shape.pad_end:
         folded = b.op("Pad", [folded, b.ints([0, 0, shape.pad_begin, 0, 0, shape.pad_end])], "taps_pad")
     # (C_out, C_in, k) -> (C_out, k/g, C_in, g) with the blocks reversed -> (C_out * k/g, C_in, g)
-    split = b.transpose(b.reshape(node.input[1], [c_out, -1, blocks, g], "taps_w"), [0, 2, 1, 3], "taps_w")
-    reversed_w = b.op("Slice", [split, b.ints([-1]), b.ints([-blocks - 1]), b.ints([1]), b.ints([-1])], "taps_w")
+    w = ctx.plan_const(node.input[1])
+    if w is not None:  # a constant, which ONNX Runtime may run in its NCHWc layout (emit/conv_layout.py)
+        blocked = w.reshape(c_out, -1, blocks, g).transpose(0, 2, 1, 3)[:, ::-1].reshape(c_out * blocks, -1, g)
+        weight = b.const(np.ascontiguousarray(blocked), "taps_w", dtype=w.dtype)
+    else:
+        split = b.transpose(b.reshape(node.input[1], [c_out, -1, blocks, g], "taps_w"), [0, 2, 1, 3], "taps_w")
+        reversed_w = b.op("Slice", [split, b.ints([-1]), b.ints([-blocks - 1]), b.ints([1]), b.ints([-1])],
+                          "taps_w")
+        weight = b.reshape(reversed_w, [c_out * blocks, -1, g], "taps_w")
     if g == 1:
-        return b.op("MatMul", [b.reshape(reversed_w, [c_out * shape.kernel, -1], "taps_w"), folded], "taps")
-    weight = b.reshape(reversed_w, [c_out * blocks, -1, g], "taps_w")
+        return b.op("MatMul", [b.reshape(weight, [c_out * shape.kernel, -1], "taps_w"), folded], "taps")
     return b.op("Conv", [folded, weight], "taps", dilations=[shape.dilation])
 
 
