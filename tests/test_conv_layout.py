@@ -143,3 +143,35 @@ def test_tiled_convs_run_in_nchwc_layout_inside_the_loop():
     lifted = sum(1 for owner, conv in _convs(graph.graph) if owner is not graph.graph)
     _, in_body = _nchwc_convs(graph)
     assert lifted > 0 and in_body == lifted
+
+
+@pytest.mark.parametrize("form", ["whole", "tiled"])
+def test_activation_read_only_by_a_lifted_conv_moves_before_its_squeeze(form):
+    """Whole form: each probe Conv is read only by its ReLU, which then runs on the 4-D Conv
+    output (where ONNX Runtime fuses it), and no ReLU is left on a 3-D tensor after a Squeeze;
+    a tiled Conv is read by the halo Add, so its ReLU stays. Both match the oracle."""
+    net = Net(seed=4)
+    h = net.op("Relu", [net.conv("x", 4, 8, 5, pads=[2, 2])])
+    h = net.op("Relu", [net.conv(h, 8, 8, 3, dilations=[2], pads=[2, 2])])
+    model = net.model({"x": ["N", 4, 31]}, {"y": net.op("ReduceMean", [h], axes=[2], keepdims=0)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = convert(model, start=5, end=26, form=form, tile_width=4 if form == "tiled" else None)
+    nodes = [n for _, n in _convs_and_all(graph.graph)]
+    producer = {o: n for n in nodes for o in n.output}
+    original = {o for n in model.graph.node for o in n.output}
+    relus = [n for n in nodes if n.op_type == "Relu" and not original.intersection(n.output)]
+    after_conv = [r for r in relus if producer.get(r.input[0]) is not None and producer[r.input[0]].op_type == "Conv"]
+    if form == "whole":
+        assert relus and after_conv == relus
+    else:
+        assert relus and not after_conv
+    assert_matches_oracle(model, graph, random_one_hot(2, 31, seed=6), start=5, end=26, label=f"relu {form}")
+
+
+def _convs_and_all(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield graph, node
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _convs_and_all(a.g)

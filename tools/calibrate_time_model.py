@@ -66,19 +66,32 @@ def profile(model: onnx.ModelProto, feeds: dict, provider: str) -> tuple[list[tu
     runs = [e for e in events if e.get("name") == "model_run"]
     start = runs[-1]["ts"]
     samples = []
-    for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time") or e["ts"] < start:
-            continue
+    pending = 0.0  # a ReorderInput's seconds, charged to the blocked Conv after it
+    kernels = sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
+                      and e["ts"] >= start), key=lambda e: e["ts"])
+    for e in kernels:
         op = e["args"].get("op_name", "")
         if op in ("Loop", "If", "Scan"):
             continue  # its body's kernels are samples of their own
+        if op in ("ReorderInput", "ReorderOutput"):
+            # ONNX Runtime's copies into and out of the NCHWc layout of a 2-D Conv: no node of
+            # the graph the time model reads, so they are part of that Conv's cost
+            if op == "ReorderInput":
+                pending += e["dur"] / 1e6
+            elif samples and samples[-1][0] == "Conv2D":
+                samples[-1] = (*samples[-1][:-1], samples[-1][-1] + e["dur"] / 1e6)
+            continue
         shapes_in = [_shape(s) for s in e["args"].get("input_type_shape", [])]
         shapes_out = [_shape(s) for s in e["args"].get("output_type_shape", [])]
         nbytes = sum(math.prod(d) * size for d, size in shapes_in + shapes_out if d is not None)
         out = shapes_out[0][0] if shapes_out else None
         flops = node_flops(op, [d for d, _ in shapes_in], out)
         count = images(op, shapes_in[0][0] if shapes_in else None)
-        samples.append((op_group(op), float(nbytes), flops, count, narrowness(flops, out), e["dur"] / 1e6))
+        group = op_group(op, shapes_in[0][0] if shapes_in else None)
+        seconds = e["dur"] / 1e6
+        if group == "Conv2D":
+            seconds, pending = seconds + pending, 0.0
+        samples.append((group, float(nbytes), flops, count, narrowness(flops, out), seconds))
     return samples, wall
 
 

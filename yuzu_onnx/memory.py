@@ -162,6 +162,11 @@ def _infer_loop_bodies(model: onnx.ModelProto) -> None:
             sg.input.extend(body.input)
             sg.input.extend(known[n] for n in outer if n in known and n not in small)
             sg.initializer.extend(small[n] for n in outer if n in small)
+            for t in body.initializer:  # its own constants (a lifted Conv's weights, axes)
+                if math.prod(t.dims) <= 64:
+                    sg.initializer.append(t)
+                else:
+                    sg.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
             sg.output.extend(body.output)
             inferred = shape_inference.infer_shapes(standalone, data_prop=True)
             del body.value_info[:]

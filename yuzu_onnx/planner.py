@@ -34,10 +34,13 @@ from .timing import predict_seconds
 DEFAULT_BUDGET = 2**30
 #: A tile width is tried when its plan's FLOPs are below this fraction of the whole form's.
 TILE_FLOP_GAIN = 0.85
-#: Tile width (in quanta) measured fastest on the deep models (bpnet-lite BPNet: T=32 3.29 s,
-#: T=8 3.56 s, T=64 3.43 s; gReLU DilatedConvModel: 2.76, 3.34, 3.15 s), and how much slower
-#: the time model may predict it than the best tile width for it to be taken anyway.
-PREFERRED_QUANTA = 32
+#: Tile width (in quanta) measured fastest on the deep models since their Convs run in ONNX
+#: Runtime's NCHWc layout (emit/conv_layout.py), which runs narrow windows as fast as wide ones
+#: (one profiled run each, T = 2 / 8 / 32: bpnet-lite BPNet 3.01 / 2.30 / 2.57 s, ChromBPNet-like
+#: 2.72 / 2.09 / 2.44 s; gReLU DilatedConvModel, A/B of 7: T = 8 / 16 / 32 0.99 / 1.02 / 1.22 s),
+#: and how much slower the time model may predict it than the best tile width for it to be
+#: taken anyway.
+PREFERRED_QUANTA = 8
 TILE_SLACK = 0.15
 #: Tile widths tried, in units of the model's tile quantum (total stride).
 WIDTH_STEPS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -131,9 +134,9 @@ def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu",
     fitting = [c for c in considered if c.activations <= budget]
     best = min(fitting, key=lambda c: c.seconds) if fitting else min(considered, key=lambda c: c.activations)
     if best.form == "tiled" and tile_width is None:
-        # the time model overrates narrow tiles (it cannot see small GEMMs and per-image work
-        # well): among tiles predicted within TILE_SLACK of the best, take the width nearest
-        # PREFERRED_QUANTA quanta, measured fastest on bpnet-lite, gReLU dilated and ChromBPNet
+        # the time model ranks close tile widths less well than it predicts times: among tiles
+        # predicted within TILE_SLACK of the best, take the width nearest PREFERRED_QUANTA
+        # quanta, measured fastest on bpnet-lite, gReLU dilated and ChromBPNet
         close = [c for c in fitting if c.form == "tiled" and c.seconds <= (1 + TILE_SLACK) * best.seconds]
         quantum = _quantum(best.plan)
         best = min(close, key=lambda c: _off_preferred(c.tile_width, quantum))

@@ -72,8 +72,12 @@ def coefficients(provider: str = "cpu") -> dict[str, NodeCost]:
     return {op: NodeCost(**c) for op, c in table.items()}
 
 
-def op_group(op_type: str) -> str:
-    return GROUPS.get(op_type, op_type)
+def op_group(op_type: str, first_input: tuple[int, ...] | None = None) -> str:
+    """The cost curve an op runs on. A Conv over 4-D inputs is ``Conv2D``: ONNX Runtime's CPU
+    provider runs it in its blocked NCHWc layout (copies in and out included), at another rate
+    than a 1-D Conv's im2col and small GEMM per image (:mod:`yuzu_onnx.emit.conv_layout`)."""
+    group = GROUPS.get(op_type, op_type)
+    return "Conv2D" if group == "Conv" and first_input is not None and len(first_input) == 4 else group
 
 
 def node_flops(op_type: str, shapes: list[tuple[int, ...] | None], out: tuple[int, ...] | None,
@@ -121,8 +125,8 @@ def node_features(node: onnx.NodeProto, shape: dict[str, tuple[tuple[int, ...], 
     flops = node_flops(node.op_type, [s[0] if s else None for s in ins], outs[0][0] if outs and outs[0] else None,
                        group)
     out = outs[0][0] if outs and outs[0] else None
-    return (op_group(node.op_type), float(nbytes), flops, images(node.op_type, ins[0][0] if ins and ins[0] else None),
-            narrowness(flops, out))
+    first = ins[0][0] if ins and ins[0] else None
+    return (op_group(node.op_type, first), float(nbytes), flops, images(node.op_type, first), narrowness(flops, out))
 
 
 def predict_seconds(model: onnx.ModelProto, provider: str = "cpu", batch: int = 1) -> float:

@@ -28,6 +28,14 @@ from ..memory import _subgraphs
 
 Emitted = Callable[[onnx.NodeProto], bool]
 
+#: Activations ONNX Runtime fuses into an NCHWc Conv that they alone read (attribute-free
+#: ones: their elementwise result does not depend on the layout).
+FUSED_ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")
+
+#: Most bytes of weights copied into Loop bodies; Convs beyond it stay 1-D (a model file holds
+#: at most 2 GiB, and a brute-force body of a large tower would otherwise double it).
+MAX_COPIED_BYTES = 256 * 2**20
+
 #: Suffix of a lifted weight's name: ``<weight>/unit_height`` (``_<i>`` added where the name is taken).
 SUFFIX = "/unit_height"
 
@@ -42,11 +50,13 @@ def convs_as_unit_height(model: onnx.ModelProto, emitted: Emitted) -> int:
     Squeeze of axis 2; Loop bodies too. Returns the number of Convs rewritten."""
     constants = {t.name: t for t in model.graph.initializer}
     used = _all_names(model.graph)
-    return _rewrite(model.graph, model.graph, emitted, constants, used)
+    return _rewrite(model.graph, model.graph, emitted, constants, used, [MAX_COPIED_BYTES])
 
 
 def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, constants: dict,
-             used: set[str]) -> int:
+             used: set[str], allowance: list[int]) -> int:
+    """Lift the Convs of ``graph`` (and of its subgraphs); ``allowance[0]``: bytes of weights
+    that may still be copied into subgraphs."""
     count = 0
 
     def fresh(base: str) -> str:
@@ -71,13 +81,27 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
                                                              local[key]))
         return local[key]
 
+    def copy_bytes(node: onnx.NodeProto) -> int:
+        """Bytes :func:`owned` would copy into this subgraph for ``node``'s weight and bias."""
+        if graph is main:
+            return 0
+        keys = [(node.input[1], node.input[1] + "#4d")]
+        if len(node.input) > 2 and node.input[2]:
+            keys.append((node.input[2], node.input[2]))
+        return sum(_nbytes(constants[name]) for name, key in keys if key not in local)
+
+    readers = _readers(graph)
+    absorbed: set[int] = set()  # activations moved before the Squeeze of the Conv they follow
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
+        if id(node) in absorbed:
+            continue
         for sub in _subgraphs(node):
-            count += _rewrite(sub, main, emitted, constants, used)
-        if not _applies(node, emitted, constants):
+            count += _rewrite(sub, main, emitted, constants, used, allowance)
+        if not _applies(node, emitted, constants) or copy_bytes(node) > allowance[0]:
             nodes.append(node)
             continue
+        allowance[0] -= copy_bytes(node)
         if "#axis" not in local:  # one per graph
             local["#axis"] = fresh("yz/height_axis")
             graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), local["#axis"]))
@@ -87,12 +111,41 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
         if len(node.input) > 2 and node.input[2]:
             inputs.append(owned(node.input[2], False))
         nodes += [helper.make_node("Unsqueeze", [node.input[0], axis], [x4], name=x4),
-                  helper.make_node("Conv", inputs, [y4], name=node.name or y4, **_lifted(node)),
-                  helper.make_node("Squeeze", [y4, axis], [node.output[0]], name=fresh(f"{node.output[0]}/squeeze"))]
+                  helper.make_node("Conv", inputs, [y4], name=node.name or y4, **_lifted(node))]
+        out = node.output[0]
+        users = readers.get(out, [])
+        if len(users) == 1 and users[0] is not None and users[0].op_type in FUSED_ACTIVATIONS and emitted(users[0]):
+            # the Conv's only reader is an activation: apply it before the Squeeze, where ONNX
+            # Runtime fuses it into the NCHWc Conv (no pass over the output of its own)
+            act = users[0]
+            absorbed.add(id(act))
+            a4 = fresh(f"{act.output[0]}/y4")
+            nodes.append(helper.make_node(act.op_type, [y4], [a4], name=act.name or a4))
+            y4, out = a4, act.output[0]
+        nodes.append(helper.make_node("Squeeze", [y4, axis], [out], name=fresh(f"{out}/squeeze")))
         count += 1
     del graph.node[:]
     graph.node.extend(nodes)
     return count
+
+
+def _nbytes(t: onnx.TensorProto) -> int:
+    return int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list]:
+    """Tensor -> the nodes of ``graph`` reading it; ``None`` for a graph output or a read from a
+    subgraph (a reader that cannot be moved)."""
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+        for sub in _subgraphs(node):
+            for name in _all_names(sub):
+                readers.setdefault(name, []).append(None)
+    for out in graph.output:
+        readers.setdefault(out.name, []).append(None)
+    return readers
 
 
 def source_weight(name: str) -> str:
