@@ -81,13 +81,17 @@ def _dilated_tower(length: int = 41) -> onnx.ModelProto:
     return net.model({"x": ["N", 4, length]}, {"y": y})
 
 
-def _convs(graph: onnx.GraphProto):
+def _nodes(graph: onnx.GraphProto):
+    """``(graph holding it, node)`` for every node, Loop bodies included."""
     for node in graph.node:
-        if node.op_type == "Conv":
-            yield graph, node
+        yield graph, node
         for a in node.attribute:
             if a.type == onnx.AttributeProto.GRAPH:
-                yield from _convs(a.g)
+                yield from _nodes(a.g)
+
+
+def _convs(graph: onnx.GraphProto):
+    return ((owner, node) for owner, node in _nodes(graph) if node.op_type == "Conv")
 
 
 @pytest.mark.parametrize(("form", "width", "region"), [
@@ -157,7 +161,7 @@ def test_activation_read_only_by_a_lifted_conv_moves_before_its_squeeze(form):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph = convert(model, start=5, end=26, form=form, tile_width=4 if form == "tiled" else None)
-    nodes = [n for _, n in _convs_and_all(graph.graph)]
+    nodes = [n for _, n in _nodes(graph.graph)]
     producer = {o: n for n in nodes for o in n.output}
     original = {o for n in model.graph.node for o in n.output}
     relus = [n for n in nodes if n.op_type == "Relu" and not original.intersection(n.output)]
@@ -168,10 +172,3 @@ def test_activation_read_only_by_a_lifted_conv_moves_before_its_squeeze(form):
         assert relus and not after_conv
     assert_matches_oracle(model, graph, random_one_hot(2, 31, seed=6), start=5, end=26, label=f"relu {form}")
 
-
-def _convs_and_all(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield graph, node
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _convs_and_all(a.g)

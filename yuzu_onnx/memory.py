@@ -118,13 +118,20 @@ def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
     g.value_info.extend(model.graph.value_info)  # shapes the emitter declared (a Loop's outputs)
     _fix_batch_param(g, batch)
     for t in model.graph.initializer:
-        if math.prod(t.dims) <= 64:  # small ones may hold shapes that inference must read
-            g.initializer.append(t)
-        else:
-            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        _add_for_inference(g, t)
     inferred = shape_inference.infer_shapes(fixed, data_prop=True)
     _infer_loop_bodies(inferred)
     return inferred
+
+
+def _add_for_inference(graph: onnx.GraphProto, t: onnx.TensorProto) -> None:
+    """Give ``graph`` the constant ``t`` for shape inference: small ones as initializers (they
+    may hold shapes or axes that inference must read), large ones as typed inputs (their data is
+    never copied)."""
+    if math.prod(t.dims) <= 64:
+        graph.initializer.append(t)
+    else:
+        graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
 
 
 def static_shapes(graph: onnx.GraphProto, into: dict | None = None) -> dict[str, tuple[tuple[int, ...], int]]:
@@ -163,10 +170,7 @@ def _infer_loop_bodies(model: onnx.ModelProto) -> None:
             sg.input.extend(known[n] for n in outer if n in known and n not in small)
             sg.initializer.extend(small[n] for n in outer if n in small)
             for t in body.initializer:  # its own constants (a lifted Conv's weights, axes)
-                if math.prod(t.dims) <= 64:
-                    sg.initializer.append(t)
-                else:
-                    sg.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+                _add_for_inference(sg, t)
             sg.output.extend(body.output)
             inferred = shape_inference.infer_shapes(standalone, data_prop=True)
             del body.value_info[:]
@@ -189,12 +193,6 @@ def _fix_batch_param(graph: onnx.GraphProto, batch: int) -> None:
 #: Where selects into two output-sized intermediates before combining them (measured: DeepSEA's
 #: exit guard held 2 x 131 MB more than its tensors)
 SCRATCH_OUTPUTS = {"Where": 2}
-#: a 2-D Conv with a constant weight runs in ONNX Runtime's NCHWc layout on x86 CPUs: its input
-#: is copied into blocked channels before it and its output written blocked, then copied back
-#: (ReorderInput / ReorderOutput), so input and output are held twice while it runs (a Basset
-#: whose emitted Convs were lifted to unit-height 2-D held 142 MiB at batch 4 against 104 MiB
-#: predicted without these copies)
-BLOCKED_CONV_COPIES = 1
 #: ops whose output is a view of their first input in ONNX Runtime (no new buffer)
 ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 #: ops ONNX Runtime's CPU kernels run in place: the output takes over the first input's buffer
@@ -402,7 +400,12 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
                     live += nbytes(name)
             scratch = SCRATCH_OUTPUTS.get(node.op_type, 0) * sum(nbytes(o) for o in outputs)
             if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights_2d:
-                scratch += BLOCKED_CONV_COPIES * (nbytes(node.input[0]) + sum(nbytes(o) for o in outputs))
+                # a 2-D Conv with a constant weight runs in ONNX Runtime's NCHWc layout on x86
+                # CPUs: its input is copied into blocked channels and its output written blocked,
+                # then copied back (ReorderInput / ReorderOutput), so both are held twice while it
+                # runs (Basset with its emitted Convs lifted held 142 MiB at batch 4 against 104
+                # MiB predicted without these copies)
+                scratch += nbytes(node.input[0]) + sum(nbytes(o) for o in outputs)
             peak = max(peak, live + scratch)
             if arena is not None and scratch:
                 arena.free_chunk(arena.alloc(scratch))

@@ -24,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..memory import _subgraphs
+from ..memory import _itemsize, _subgraphs
+from .fuse import _consumers
 
 Emitted = Callable[[onnx.NodeProto], bool]
 
@@ -67,30 +68,29 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
         used.add(name)
         return name
 
-    local: dict[str, str] = {}  # constant name -> its copy (4-D weight or bias) in this graph
+    local: dict[tuple[bool, str], str] = {}  # (4-D?, constant) -> its copy in this graph
 
     def owned(name: str, four_d: bool) -> str:
         """The constant as an initializer of this graph (4-D for the weight)."""
         if graph is main and not four_d:
             return name
-        key = name + ("#4d" if four_d else "")
-        if key not in local:
+        if (four_d, name) not in local:
             value = numpy_helper.to_array(constants[name])
-            local[key] = fresh(name + SUFFIX if four_d else f"{name}/local")
+            local[four_d, name] = fresh(name + SUFFIX if four_d else f"{name}/local")
             graph.initializer.append(numpy_helper.from_array(value[:, :, None, :] if four_d else value,
-                                                             local[key]))
-        return local[key]
+                                                             local[four_d, name]))
+        return local[four_d, name]
 
     def copy_bytes(node: onnx.NodeProto) -> int:
         """Bytes :func:`owned` would copy into this subgraph for ``node``'s weight and bias."""
         if graph is main:
             return 0
-        keys = [(node.input[1], node.input[1] + "#4d")]
-        if len(node.input) > 2 and node.input[2]:
-            keys.append((node.input[2], node.input[2]))
-        return sum(_nbytes(constants[name]) for name, key in keys if key not in local)
+        wanted = [(True, node.input[1])] + [(False, name) for name in node.input[2:3] if name]
+        return sum(_nbytes(constants[name]) for key, name in wanted if (key, name) not in local)
 
-    readers = _readers(graph)
+    axis = None  # this graph's constant [2], made with its first lifted Conv
+
+    readers = _consumers(graph)
     absorbed: set[int] = set()  # activations moved before the Squeeze of the Conv they follow
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
@@ -98,14 +98,14 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
             continue
         for sub in _subgraphs(node):
             count += _rewrite(sub, main, emitted, constants, used, allowance)
-        if not _applies(node, emitted, constants) or copy_bytes(node) > allowance[0]:
+        copied = copy_bytes(node) if _applies(node, emitted, constants) else None
+        if copied is None or copied > allowance[0]:
             nodes.append(node)
             continue
-        allowance[0] -= copy_bytes(node)
-        if "#axis" not in local:  # one per graph
-            local["#axis"] = fresh("yz/height_axis")
-            graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), local["#axis"]))
-        axis = local["#axis"]
+        allowance[0] -= copied
+        if axis is None:
+            axis = fresh("yz/height_axis")
+            graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), axis))
         x4, y4 = fresh(f"{node.output[0]}/x4"), fresh(f"{node.output[0]}/y4")
         inputs = [x4, owned(node.input[1], True)]
         if len(node.input) > 2 and node.input[2]:
@@ -130,22 +130,7 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
 
 
 def _nbytes(t: onnx.TensorProto) -> int:
-    return int(np.prod(t.dims)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-
-
-def _readers(graph: onnx.GraphProto) -> dict[str, list]:
-    """Tensor -> the nodes of ``graph`` reading it; ``None`` for a graph output or a read from a
-    subgraph (a reader that cannot be moved)."""
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-        for sub in _subgraphs(node):
-            for name in _all_names(sub):
-                readers.setdefault(name, []).append(None)
-    for out in graph.output:
-        readers.setdefault(out.name, []).append(None)
-    return readers
+    return int(np.prod(t.dims)) * _itemsize(t.data_type)
 
 
 def source_weight(name: str) -> str:
