@@ -333,11 +333,12 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
     last_use: dict[str, int] = {}
     weights_2d = _four_d_constants(graph, constants)
     if model is not None and graph is not model.graph:
-        weights_2d |= _four_d_constants(model.graph, constants)
+        weights_2d.update(_four_d_constants(model.graph, constants))
     for i, node in enumerate(graph.node):
         for name in _node_inputs(node):
             last_use[name] = i
     end = len(graph.node)
+    folded = folded_transposes(graph, weights_2d)
 
     def nbytes(name: str) -> int:
         return sizes.get(name, (0, 0))[1]
@@ -388,7 +389,7 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
                     unknown += 1
                     continue
                 largest = max(largest, sizes[name][0])
-                if shared is not None and node.op_type in ALIAS_OPS:
+                if shared is not None and (node.op_type in ALIAS_OPS or name in folded):
                     buffer_of[name] = shared
                     buffer_until[shared] = max(buffer_until[shared], until(name))
                 elif (shared is not None and node.op_type in INPLACE_OPS and buffer_until[shared] == i
@@ -405,7 +406,8 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
                 # then copied back (ReorderInput / ReorderOutput), so both are held twice while it
                 # runs (Basset with its emitted Convs lifted held 142 MiB at batch 4 against 104
                 # MiB predicted without these copies)
-                scratch += nbytes(node.input[0]) + sum(nbytes(o) for o in outputs)
+                reorder_in, runs = nchwc_reorders(node, weights_2d[node.input[1]])
+                scratch += reorder_in * nbytes(node.input[0]) + runs * sum(nbytes(o) for o in outputs)
             peak = max(peak, live + scratch)
             if arena is not None and scratch:
                 arena.free_chunk(arena.alloc(scratch))
@@ -420,12 +422,77 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
     return peak, largest, unknown, kept
 
 
-def _four_d_constants(graph: onnx.GraphProto, constants: set[str]) -> set[str]:
-    """Names of ``graph``'s 4-D constants: its initializers, and those :func:`with_batch` made
+def _four_d_constants(graph: onnx.GraphProto, constants: set[str]) -> dict[str, tuple[int, ...]]:
+    """``graph``'s 4-D constants -> dims: its initializers, and those :func:`with_batch` made
     inputs."""
-    found = {t.name for t in graph.initializer if len(t.dims) == 4}
-    return found | {vi.name for vi in graph.input
-                    if vi.name in constants and len(vi.type.tensor_type.shape.dim) == 4}
+    found = {t.name: tuple(t.dims) for t in graph.initializer if len(t.dims) == 4}
+    found.update({vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim) for vi in graph.input
+                  if vi.name in constants and len(vi.type.tensor_type.shape.dim) == 4})
+    return found
+
+
+#: Perms of the Transposes ONNX Runtime folds into an NCHWc Conv's reorders: NHWC -> NCHW into
+#: its ReorderInput, NCHW -> NHWC into its ReorderOutput (``channels_last=1``; see
+#: :mod:`yuzu_onnx.emit.channels_last`, which writes them).
+INTO_NCHWC_CONV = (0, 3, 1, 2)
+OUT_OF_NCHWC_CONV = (0, 2, 3, 1)
+#: Activations ONNX Runtime fuses into an NCHWc Conv (its ReorderOutput then follows them).
+NCHWC_FUSED_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "Tanh"})
+
+
+#: Channels of MLAS's NCHWc blocks on AVX-512 (16; 8 on AVX2): the larger, so that what is
+#: said to fold does on both.
+NCHWC_BLOCK = 16
+
+
+def nchwc_reorders(conv: onnx.NodeProto, weight_dims: tuple[int, ...]) -> tuple[bool, bool]:
+    """(ReorderInput, ReorderOutput): whether ONNX Runtime's NCHWc Conv for ``conv`` (4-D
+    constant weight of ``weight_dims``) copies its input into blocked channels, and whether
+    it runs in NCHWc at all (then its output is copied back). A group-1 Conv with fewer input
+    channels than a block reads its input as it is; other channel counts must fill blocks
+    (ONNX Runtime's ``NchwcTransformerImpl::TransformConv``)."""
+    c_out, c_in = weight_dims[0], weight_dims[1]
+    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+    if group > 1:
+        depthwise = c_in == 1 and c_out == group
+        runs = c_out % NCHWC_BLOCK == 0 and (depthwise or (c_in % NCHWC_BLOCK == 0
+                                                          and (c_out // group) % NCHWC_BLOCK == 0))
+        return runs, runs
+    runs = c_in < 8 or c_in % NCHWC_BLOCK == 0
+    return runs and c_in >= NCHWC_BLOCK, runs
+
+
+def folded_transposes(graph: onnx.GraphProto, weights_2d: dict[str, tuple[int, ...]]) -> set[str]:
+    """Outputs of ``graph``'s Transposes that ONNX Runtime folds into the reorders of NCHWc
+    Convs (``weights_2d``: 4-D constant weights -> dims): no pass of their own, no buffer of
+    their own (the reorder reads the Transpose's input, or writes its output, directly)."""
+    producer = {out: node for node in graph.node for out in node.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def reorders(node: onnx.NodeProto | None) -> tuple[bool, bool]:
+        if node is None or node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights_2d:
+            return False, False
+        return nchwc_reorders(node, weights_2d[node.input[1]])
+
+    folded = set()
+    for node in graph.node:
+        if node.op_type != "Transpose":
+            continue
+        perm = tuple(next((a.ints for a in node.attribute if a.name == "perm"), ()))
+        if perm == INTO_NCHWC_CONV:
+            users = readers.get(node.output[0], [])
+            if users and all(u.input[0] == node.output[0] and reorders(u)[0] for u in users):
+                folded.add(node.output[0])
+        elif perm == OUT_OF_NCHWC_CONV:
+            made = producer.get(node.input[0])
+            if made is not None and made.op_type in NCHWC_FUSED_ACTIVATIONS:
+                made = producer.get(made.input[0])
+            if reorders(made)[1]:
+                folded.add(node.output[0])
+    return folded
 
 
 #: Loop iterations the arena model always replays node by node (:func:`_replay_iterations`).

@@ -20,6 +20,7 @@ from ..errors import UnsupportedModelError
 from ..graph_builder import GraphBuilder
 from ..plan import Plan
 from .context import EmitContext
+from .channels_last import transposes_into_convs
 from .conv_layout import convs_as_unit_height
 from .fuse import fuse_matmul_bias
 from .outputs import emit_ism_output, ism_output_name
@@ -70,6 +71,7 @@ def emit(plan: Plan) -> onnx.ModelProto:
     emitted = lambda node: not original.intersection(node.output)  # noqa: E731
     fuse_matmul_bias(converted, emitted)
     convs_as_unit_height(converted, emitted)
+    transposes_into_convs(converted, ctx.swapped)
     _set_metadata(converted, plan)
     return converted
 

@@ -51,6 +51,10 @@ class EmitContext:
         #: Probe-form states of tensors the emitter adds that the plan does not know (a taps
         #: head's block outputs, reprobed before its shifted sum); read by :meth:`seq`.
         self.local_states: dict[str, SeqState] = {}
+        #: Reprobe Transposes that swap a 3-D probe tensor's channel and length axes in its
+        #: unfolded view (output name -> ``(C, L)``); :mod:`yuzu_onnx.emit.channels_last` folds
+        #: those next to NCHWc Convs into the Convs' reorders.
+        self.swapped: dict[str, tuple[int, int]] = {}
 
     def plan_const(self, name: str):
         """Value of a constant of the canonical graph (an initializer), or None."""

@@ -24,14 +24,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..memory import _itemsize, _subgraphs
+from ..memory import NCHWC_FUSED_ACTIVATIONS, _itemsize, _subgraphs
 from .fuse import _consumers
 
 Emitted = Callable[[onnx.NodeProto], bool]
 
 #: Activations ONNX Runtime fuses into an NCHWc Conv that they alone read (attribute-free
 #: ones: their elementwise result does not depend on the layout).
-FUSED_ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")
+FUSED_ACTIVATIONS = tuple(sorted(NCHWC_FUSED_ACTIVATIONS))
 
 #: Most bytes of weights copied into Loop bodies; Convs beyond it stay 1-D (a model file holds
 #: at most 2 GiB, and a brute-force body of a large tower would otherwise double it).
@@ -50,7 +50,7 @@ def convs_as_unit_height(model: onnx.ModelProto, emitted: Emitted) -> int:
     initializers of the main graph as a unit-height 2-D Conv between an Unsqueeze and a
     Squeeze of axis 2; Loop bodies too. Returns the number of Convs rewritten."""
     constants = {t.name: t for t in model.graph.initializer}
-    used = _all_names(model.graph)
+    used = all_names(model.graph)
     return _rewrite(model.graph, model.graph, emitted, constants, used, [MAX_COPIED_BYTES])
 
 
@@ -59,14 +59,7 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
     """Lift the Convs of ``graph`` (and of its subgraphs); ``allowance[0]``: bytes of weights
     that may still be copied into subgraphs."""
     count = 0
-
-    def fresh(base: str) -> str:
-        name, i = base, 0
-        while name in used:
-            i += 1
-            name = f"{base}_{i}"
-        used.add(name)
-        return name
+    fresh = lambda base: fresh_name(used, base)  # noqa: E731
 
     local: dict[tuple[bool, str], str] = {}  # (4-D?, constant) -> its copy in this graph
 
@@ -129,6 +122,16 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
     return count
 
 
+def fresh_name(used: set[str], base: str) -> str:
+    """``base``, or ``base_<i>`` where it is taken; recorded in ``used``."""
+    name, i = base, 0
+    while name in used:
+        i += 1
+        name = f"{base}_{i}"
+    used.add(name)
+    return name
+
+
 def _nbytes(t: onnx.TensorProto) -> int:
     return int(np.prod(t.dims)) * _itemsize(t.data_type)
 
@@ -177,12 +180,12 @@ def _lifted(node: onnx.NodeProto) -> dict:
     return attrs
 
 
-def _all_names(graph: onnx.GraphProto) -> set[str]:
+def all_names(graph: onnx.GraphProto) -> set[str]:
     names = {t.name for t in graph.initializer} | {i.name for i in graph.input} | {o.name for o in graph.output}
     for node in graph.node:
         names.update(node.input)
         names.update(node.output)
         names.add(node.name)
         for sub in _subgraphs(node):
-            names |= _all_names(sub)
+            names |= all_names(sub)
     return names

@@ -100,22 +100,31 @@ def _reprobe_by_mask(ctx, name, folded, current, target, mutants, positions) -> 
 
 
 def _reprobe_by_gather(ctx, name, folded, current, target, mutants, positions) -> str:
+    """One Gather over the flattened (probe, position) axes of the channels-last view
+    ``(N, P + 1, L, *rest)`` (slot ``P`` holds the reference): probe ``p'`` at ``j`` reads
+    slot ``(m mod P) * L + j`` for the mutant ``m`` it holds there, else ``P * L + j``.
+    Probe-major order keeps a probe's reads sequential along ``j``, and the result is already
+    channels-last, which ONNX Runtime's NCHWc Convs read without a Transpose of their own
+    (:mod:`yuzu_onnx.emit.channels_last`)."""
     b, st = ctx.b, ctx.seq(name)
     rank = len(st.dims) + 2
     seq_ax = st.seq_axis + 1  # axis in the unfolded (N, P, *dims) tensor
     rest = [ax for ax in range(2, rank) if ax != seq_ax]
     length = st.dims[st.seq_axis - 1]
     rest_dims = [st.dims[ax - 2] for ax in rest]
-    perm = [0, seq_ax, 1] + rest
-    moved = b.transpose(ctx.unfold(folded, name, current), perm, "reprobe_t")  # (N, L, P, *rest)
-    ref = b.transpose(ctx.ref_broadcast(name), perm, "reprobe_ref")  # (N, L, 1, *rest)
-    stacked = b.op("Concat", [moved, ref], "reprobe_cat", axis=2)  # slot P holds the reference
-    flat = b.reshape(stacked, [0, length * (current + 1), *rest_dims], "reprobe_flat")
-    table = np.repeat(np.arange(length)[None, :] * (current + 1) + current, target, axis=0)
-    table[mutants % target, positions] = positions * (current + 1) + mutants % current
+    perm = [0, 1, seq_ax] + rest
+    moved = b.transpose(ctx.unfold(folded, name, current), perm, "reprobe_t")  # (N, P, L, *rest)
+    ref = b.transpose(ctx.ref_broadcast(name), perm, "reprobe_ref")  # (N, 1, L, *rest)
+    stacked = b.op("Concat", [moved, ref], "reprobe_cat", axis=1)  # slot P holds the reference
+    flat = b.reshape(stacked, [0, (current + 1) * length, *rest_dims], "reprobe_flat")
+    table = np.repeat((current * length + np.arange(length))[None, :], target, axis=0)
+    table[mutants % target, positions] = (mutants % current) * length + positions
     gathered = b.gather(flat, table, axis=1, hint="reprobe_g")  # (N, P', L, *rest)
     back = [0, 1] + [2 if ax == seq_ax else 3 + rest.index(ax) for ax in range(2, rank)]
-    return ctx.fold(b.transpose(gathered, back, "reprobe"), name)
+    out = b.transpose(gathered, back, "reprobe")
+    if rank == 4 and seq_ax == 3:  # (N, P, C, L) <-> (N, P, L, C)
+        ctx.swapped[moved] = ctx.swapped[out] = (rest_dims[0], length)
+    return ctx.fold(out, name)
 
 
 def probe_inputs(ctx: EmitContext, np_: NodePlan) -> list[str]:

@@ -348,7 +348,7 @@ def _tap_blocks(ctx: EmitContext, node, folded: str, shape: _TapShape) -> str:
     first ``k/g`` rows of :func:`_tap_sum`'s skew)."""
     b = ctx.b
     c_out, blocks, g = shape.c_out, shape.blocks, shape.g
-    if shape.pad_begin or shape.pad_end:
+    if g == 1 and (shape.pad_begin or shape.pad_end):
         folded = b.op("Pad", [folded, b.ints([0, 0, shape.pad_begin, 0, 0, shape.pad_end])], "taps_pad")
     # (C_out, C_in, k) -> (C_out, k/g, C_in, g) with the blocks reversed -> (C_out * k/g, C_in, g)
     w = ctx.plan_const(node.input[1])
@@ -362,7 +362,9 @@ def _tap_blocks(ctx: EmitContext, node, folded: str, shape: _TapShape) -> str:
         weight = b.reshape(reversed_w, [c_out * blocks, -1, g], "taps_w")
     if g == 1:
         return b.op("MatMul", [b.reshape(weight, [c_out * shape.kernel, -1], "taps_w"), folded], "taps")
-    return b.op("Conv", [folded, weight], "taps", dilations=[shape.dilation])
+    # the Conv's own zero padding: no padded copy of the input, and a channels-last input
+    # reaches the NCHWc Conv without a Transpose (emit/channels_last.py)
+    return b.op("Conv", [folded, weight], "taps", dilations=[shape.dilation], pads=[shape.pad_begin, shape.pad_end])
 
 
 def _tap_sum(ctx: EmitContext, node, z: str, shape: _TapShape) -> str:

@@ -1,0 +1,134 @@
+"""Reprobe Transposes folded into NCHWc Convs (yuzu_onnx/emit/channels_last.py): the rewrite
+changes no number (converted graphs equal bit for bit with and without it, and the oracle's
+answers), it happens where a reprobe meets a lifted Conv on either side, ONNX Runtime then
+runs no Transpose of its own there, and the memory and time models know which Transposes fold."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+import yuzu_onnx.emit as emit_module
+from builders import Net, random_one_hot
+from conftest import assert_matches_oracle
+from yuzu_onnx import convert
+from yuzu_onnx.emit.channels_last import SWAP_LAST, transposes_into_convs
+from yuzu_onnx.memory import INTO_NCHWC_CONV, OUT_OF_NCHWC_CONV, _four_d_constants, folded_transposes, nchwc_reorders
+
+LENGTH = 41
+
+
+def _tower(channels: int = 16) -> onnx.ModelProto:
+    """stem -> three dilated Conv + ReLU layers -> k=9 head: every layer reaches further, so the
+    whole form reprobes between the Convs."""
+    net = Net(seed=8)
+    h = net.op("Relu", [net.conv("x", 4, channels, 5, pads=[2, 2])])
+    for d in (1, 2, 4):
+        h = net.op("Relu", [net.conv(h, channels, channels, 3, dilations=[d], pads=[d, d])])
+    return net.model({"x": ["N", 4, LENGTH]}, {"y": net.conv(h, channels, 2, 9, pads=[4, 4])})
+
+
+def _convert(model, monkeypatch=None, **kwargs) -> onnx.ModelProto:
+    if monkeypatch is not None:  # the same conversion without the rewrite
+        monkeypatch.setattr(emit_module, "transposes_into_convs", lambda *a: 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert(model, **kwargs)
+
+
+def _nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _nodes(a.g)
+
+
+def _perms(model: onnx.ModelProto) -> list[tuple[int, ...]]:
+    return [tuple(n.attribute[0].ints) for n in _nodes(model.graph) if n.op_type == "Transpose"]
+
+
+def _run(model: onnx.ModelProto, X: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: X})
+
+
+@pytest.mark.parametrize(("form", "region"), [("whole", (0, LENGTH)), ("whole", (30, LENGTH)), ("whole", (3, 17)),
+                                              ("tiled", (0, LENGTH)), ("tiled", (12, 25))])
+def test_rewrite_changes_no_number(form, region, monkeypatch):
+    model = _tower()
+    kwargs = dict(start=region[0], end=region[1], form=form, tile_width=4 if form == "tiled" else None)
+    graph = _convert(model, **kwargs)
+    onnx.checker.check_model(graph, full_check=True)
+    X = random_one_hot(2, LENGTH, seed=4)
+    assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=f"{form} {region}")
+    plain = _convert(model, monkeypatch, **kwargs)
+    for got, want in zip(_run(graph, X), _run(plain, X)):
+        np.testing.assert_array_equal(got, want)
+    if form == "whole":  # reprobes on both sides of lifted Convs: both kinds of rewrite happen
+        perms = _perms(graph)
+        assert INTO_NCHWC_CONV in perms and OUT_OF_NCHWC_CONV in perms
+        assert len([p for p in _perms(plain) if p == SWAP_LAST]) > len([p for p in perms if p == SWAP_LAST])
+
+
+def test_only_the_reprobe_transposes_it_was_given_are_rewritten():
+    model = _tower()
+    graph = _convert(model, start=0, end=LENGTH, form="whole")
+    plain = onnx.ModelProto()
+    plain.CopyFrom(graph)
+    # the converted graph has no swapped Transposes left next to a Conv; unknown ones are never touched
+    assert transposes_into_convs(graph, {}) == 0
+    assert graph == plain
+
+
+def test_narrow_convs_are_left_as_they_are():
+    """8 channels: ONNX Runtime's NCHWc Conv would read such an input as it is (no reorder
+    to fold into), so the reprobe keeps its own Transpose back."""
+    graph = _convert(_tower(channels=8), start=0, end=LENGTH, form="whole")
+    assert INTO_NCHWC_CONV not in _perms(graph)
+
+
+def _optimized(model: onnx.ModelProto) -> onnx.ModelProto:
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return onnx.load(opts.optimized_model_filepath)
+
+
+def test_onnx_runtime_folds_them_and_the_models_say_so():
+    graph = _convert(_tower(), start=0, end=LENGTH, form="whole")
+    optimized = _optimized(graph)
+    reorders = [n for n in optimized.graph.node if n.op_type in ("ReorderInput", "ReorderOutput")]
+    if not reorders:
+        pytest.skip("ONNX Runtime has no NCHWc kernels for this CPU")
+    channels_last = [n for n in reorders
+                     if any(a.name == "channels_last" and a.i == 1 for a in n.attribute)]
+    folded = folded_transposes(graph.graph, _four_d_constants(graph.graph, set()))
+    wanted = [n for n in graph.graph.node if n.op_type == "Transpose"
+              and tuple(n.attribute[0].ints) in (INTO_NCHWC_CONV, OUT_OF_NCHWC_CONV)]
+    assert wanted and folded == {n.output[0] for n in wanted}
+    assert len(channels_last) == len(wanted)
+    left = [tuple(n.attribute[0].ints) for n in optimized.graph.node if n.op_type == "Transpose"]
+    assert INTO_NCHWC_CONV not in left and OUT_OF_NCHWC_CONV not in left
+
+
+@pytest.mark.parametrize(("dims", "group", "expected"), [
+    ((32, 4, 1, 5), 1, (False, True)),  # few input channels: read as they are
+    ((32, 16, 1, 3), 1, (True, True)),
+    ((8, 32, 1, 3), 1, (True, True)),  # output channels are padded to a block
+    ((32, 24, 1, 3), 1, (False, False)),  # 24 input channels fill no block of 16
+    ((32, 1, 1, 3), 32, (True, True)),  # depthwise
+    ((32, 16, 1, 3), 2, (True, True)),
+    ((24, 12, 1, 3), 2, (False, False)),
+])
+def test_nchwc_reorders_follows_onnx_runtime(dims, group, expected):
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], group=group)
+    assert nchwc_reorders(conv, dims) == expected
