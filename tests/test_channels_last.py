@@ -132,3 +132,30 @@ def test_onnx_runtime_folds_them_and_the_models_say_so():
 def test_nchwc_reorders_follows_onnx_runtime(dims, group, expected):
     conv = helper.make_node("Conv", ["x", "w"], ["y"], group=group)
     assert nchwc_reorders(conv, dims) == expected
+
+
+@pytest.mark.parametrize("form", ["whole", "tiled"])
+def test_every_initializer_of_a_converted_graph_is_read(form):
+    """The rewrites leave no constant behind (a lifted Conv's 3-D weight, a removed Reshape's
+    shape): ONNX Runtime would warn of each one when a session is created."""
+    graph = _convert(_tower(), start=0, end=LENGTH, form=form, tile_width=4 if form == "tiled" else None)
+
+    def read(g: onnx.GraphProto) -> set[str]:
+        names = {o.name for o in g.output}
+        for node in g.node:
+            names.update(node.input)
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    names |= read(a.g)
+        return names
+
+    names = read(graph.graph)
+
+    def initializers(g: onnx.GraphProto):
+        yield from g.initializer
+        for node in g.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    yield from initializers(a.g)
+
+    assert [t.name for t in initializers(graph.graph) if t.name not in names] == []

@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..memory import INTO_NCHWC_CONV, NCHWC_FUSED_ACTIVATIONS, OUT_OF_NCHWC_CONV, _subgraphs, nchwc_reorders
-from .conv_layout import all_names, fresh_name
+from .conv_layout import all_names, drop_unread_initializers, fresh_name
 
 #: The reprobe's transposes of a 3-D probe tensor's unfolded view: swap length and channels.
 SWAP_LAST = (0, 1, 3, 2)
@@ -37,7 +37,10 @@ def transposes_into_convs(model: onnx.ModelProto, swapped: dict[str, tuple[int, 
     NCHWc reorders; returns how many."""
     constants = {t.name: t for t in model.graph.initializer}
     used = all_names(model.graph)
-    return _rewrite(model.graph, constants, used, swapped)
+    count = _rewrite(model.graph, constants, used, swapped)
+    if count:  # the removed nodes' shape and axes constants
+        drop_unread_initializers(model)
+    return count
 
 
 def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: dict) -> int:
@@ -155,3 +158,4 @@ def _without_dead(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[o
             for sub in _subgraphs(node):
                 keep |= all_names(sub)
     return alive[::-1]
+

@@ -51,7 +51,37 @@ def convs_as_unit_height(model: onnx.ModelProto, emitted: Emitted) -> int:
     Squeeze of axis 2; Loop bodies too. Returns the number of Convs rewritten."""
     constants = {t.name: t for t in model.graph.initializer}
     used = all_names(model.graph)
-    return _rewrite(model.graph, model.graph, emitted, constants, used, [MAX_COPIED_BYTES])
+    count = _rewrite(model.graph, model.graph, emitted, constants, used, [MAX_COPIED_BYTES])
+    if count:  # 3-D weights now read by no node (a Loop body's Convs read their own copies)
+        drop_unread_initializers(model)
+    return count
+
+
+def drop_unread_initializers(model: onnx.ModelProto) -> None:
+    """Remove, in place, the initializers (main graph and subgraphs) that no node reads (ONNX
+    Runtime warns of each at session creation); those that are also graph inputs stay."""
+    read = _read_names(model.graph)
+    _drop_unread(model.graph, read | {i.name for i in model.graph.input})
+
+
+def _read_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node of ``graph`` or of its subgraphs reads, or a graph returns."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for sub in _subgraphs(node):
+            names |= _read_names(sub)
+    return names
+
+
+def _drop_unread(graph: onnx.GraphProto, read: set[str]) -> None:
+    kept = [t for t in graph.initializer if t.name in read]
+    if len(kept) < len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _drop_unread(sub, read | {i.name for i in sub.input})
 
 
 def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, constants: dict,
