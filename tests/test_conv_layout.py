@@ -172,3 +172,49 @@ def test_activation_read_only_by_a_lifted_conv_moves_before_its_squeeze(form):
         assert relus and not after_conv
     assert_matches_oracle(model, graph, random_one_hot(2, 31, seed=6), start=5, end=26, label=f"relu {form}")
 
+
+
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [2], "strides": [2]}, {"kernel_shape": [3], "strides": [2], "pads": [1, 1]},
+    {"kernel_shape": [3], "strides": [3], "ceil_mode": 1}, {"kernel_shape": [2], "dilations": [2]},
+    {"kernel_shape": [4], "auto_pad": "VALID", "strides": [4]},
+])
+def test_maxpool_alone_reading_a_lifted_conv_pools_the_4d_output(attrs):
+    """Conv -> ReLU -> MaxPool: the pool runs on the 4-D output (ONNX Runtime chains NCHWc
+    pool to NCHWc Conv), exactly the 1-D pool's maxima; a pool the Conv output is not alone
+    read by stays 1-D."""
+    net = Net(seed=5)
+    h = net.op("Relu", [net.op("Conv", ["x", net.w(16, 6, 3), net.w(16)], pads=[1, 1])])
+    model = net.model({"x": ["N", 6, 23]}, {"y": net.op("MaxPool", [h], **attrs)})
+    lifted = onnx.ModelProto()
+    lifted.CopyFrom(model)
+    assert convs_as_unit_height(lifted, lambda node: True) == 1
+    onnx.checker.check_model(lifted, full_check=True)
+    assert [n.op_type for n in lifted.graph.node] == ["Unsqueeze", "Conv", "Relu", "MaxPool", "Squeeze", "Identity"]
+    assert [len(a.ints) for a in lifted.graph.node[3].attribute if a.name == "kernel_shape"] == [2]
+    x = np.random.default_rng(4).normal(size=(3, 6, 23)).astype(np.float32)
+    want, got = _run(model, x), _run(lifted, x)
+    assert got.shape == want.shape  # the Conv's sums may differ in order; the maxima are the same
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # the ReLU output read twice: the pool stays 1-D
+    net = Net(seed=5)
+    h = net.op("Relu", [net.op("Conv", ["x", net.w(16, 6, 3)], pads=[1, 1])])
+    both = net.model({"x": ["N", 6, 23]}, {"y": net.op("Add", [net.op("MaxPool", [h], kernel_shape=[1]), h])})
+    assert convs_as_unit_height(both, lambda node: True) == 1
+    pool = next(n for n in both.graph.node if n.op_type == "MaxPool")
+    assert [len(a.ints) for a in pool.attribute if a.name == "kernel_shape"] == [1]
+
+
+def test_converted_pools_follow_their_convs_in_4d():
+    """Whole form, Conv -> MaxPool -> Conv: the probe pool is 4-D, and the oracle agrees."""
+    net = Net(seed=9)
+    h = net.op("MaxPool", [net.op("Relu", [net.conv("x", 4, 16, 5, pads=[2, 2])])], kernel_shape=[2], strides=[2])
+    y = net.conv(net.op("Relu", [net.conv(h, 16, 16, 3, pads=[1, 1])]), 16, 2, 3, pads=[1, 1])
+    model = net.model({"x": ["N", 4, 40]}, {"y": y})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = convert(model, start=3, end=37, form="whole")
+    original = {o for n in model.graph.node for o in n.output}
+    pools = [n for _, n in _nodes(graph.graph) if n.op_type == "MaxPool" and not original.intersection(n.output)]
+    assert pools and all(len(a.ints) == 2 for n in pools for a in n.attribute if a.name == "kernel_shape")
+    assert_matches_oracle(model, graph, random_one_hot(2, 40, seed=3), start=3, end=37, label="pool 4-D")

@@ -145,6 +145,15 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
             a4 = fresh(f"{act.output[0]}/y4")
             nodes.append(helper.make_node(act.op_type, [y4], [a4], name=act.name or a4))
             y4, out = a4, act.output[0]
+            users = readers.get(out, [])
+        if len(users) == 1 and users[0] is not None and _pool_1d(users[0]) and emitted(users[0]):
+            # a 1-D MaxPool alone reads it: pool the 4-D output, so that ONNX Runtime chains
+            # the NCHWc pool to the NCHWc Conv and copies back only the pooled (shorter) tensor
+            pool = users[0]
+            absorbed.add(id(pool))
+            p4 = fresh(f"{pool.output[0]}/y4")
+            nodes.append(helper.make_node("MaxPool", [y4], [p4], name=pool.name or p4, **_lifted(pool)))
+            y4, out = p4, pool.output[0]
         nodes.append(helper.make_node("Squeeze", [y4, axis], [out], name=fresh(f"{out}/squeeze")))
         count += 1
     del graph.node[:]
@@ -197,8 +206,18 @@ def _applies(node: onnx.NodeProto, emitted: Emitted, constants: dict) -> bool:
     return auto_pad in _RANK_FREE_AUTO_PAD
 
 
+def _pool_1d(node: onnx.NodeProto) -> bool:
+    """A MaxPool over one spatial axis with only its pooled output (no indices, whose values
+    would count the height axis) and attributes :func:`_lifted` lifts."""
+    if node.op_type != "MaxPool" or node.domain not in ("", "ai.onnx") or len([o for o in node.output if o]) != 1:
+        return False
+    attrs = {a.name: a for a in node.attribute}
+    auto_pad = attrs["auto_pad"].s if "auto_pad" in attrs else b"NOTSET"
+    return len(attrs["kernel_shape"].ints) == 1 and auto_pad in _RANK_FREE_AUTO_PAD
+
+
 def _lifted(node: onnx.NodeProto) -> dict:
-    """The Conv's attributes for a height of 1."""
+    """A Conv's or pool's attributes for a height of 1."""
     attrs = {}
     for a in node.attribute:
         value = helper.get_attribute_value(a)
