@@ -159,3 +159,33 @@ def test_every_initializer_of_a_converted_graph_is_read(form):
                     yield from initializers(a.g)
 
     assert [t.name for t in initializers(graph.graph) if t.name not in names] == []
+
+
+def _residual_block() -> onnx.ModelProto:
+    """stem -> x + Conv1(ReLU(Conv3(ReLU(x)))) -> Sigmoid -> Conv k1 -> k3 head: the skip is
+    reprobed for the Add, and the Add, the Sigmoid and the Conv after them can run channels-last
+    (Basenji's last block has this shape, with a GELU)."""
+    net = Net(seed=12)
+    x = net.op("Relu", [net.conv("x", 4, 16, 5, pads=[2, 2])])
+    inner = net.op("Relu", [net.conv(net.op("Relu", [x]), 16, 16, 3, dilations=[2], pads=[2, 2])])
+    h = net.op("Sigmoid", [net.op("Add", [net.conv(inner, 16, 16, 1), x])])
+    y = net.conv(net.op("Relu", [net.conv(h, 16, 16, 1)]), 16, 2, 3, pads=[1, 1])
+    return net.model({"x": ["N", 4, LENGTH]}, {"y": y})
+
+
+@pytest.mark.parametrize("region", [(0, LENGTH), (35, LENGTH), (10, 20)])
+def test_elementwise_chain_between_a_reprobe_and_a_conv_runs_channels_last(region, monkeypatch):
+    model = _residual_block()
+    graph = _convert(model, start=region[0], end=region[1], form="whole")
+    onnx.checker.check_model(graph, full_check=True)
+    original = {o for n in model.graph.node for o in n.output}
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    emitted = [n for n in graph.graph.node if not original.intersection(n.output)]
+    chained = [n for n in emitted if n.op_type == "Sigmoid" and producer[n.input[0]].op_type == "Add"
+               and all(producer[i].op_type in ("Reshape", "Transpose") for i in producer[n.input[0]].input)]
+    assert chained, "the Add and Sigmoid should run on the channels-last twins"
+    X = random_one_hot(2, LENGTH, seed=7)
+    assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=f"chain {region}")
+    plain = _convert(model, monkeypatch, start=region[0], end=region[1], form="whole")
+    for got, want in zip(_run(graph, X), _run(plain, X)):
+        np.testing.assert_array_equal(got, want)

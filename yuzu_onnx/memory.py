@@ -490,8 +490,8 @@ def folded_transposes(graph: onnx.GraphProto, weights_2d: dict[str, tuple[int, .
                 folded.add(node.output[0])
         elif perm == OUT_OF_NCHWC_CONV:
             made = producer.get(node.input[0])
-            if made is not None and made.op_type in NCHWC_FUSED_ACTIVATIONS:
-                made = producer.get(made.input[0])
+            while made is not None and (made.op_type in NCHWC_FUSED_ACTIVATIONS or made.op_type == "MaxPool"):
+                made = producer.get(made.input[0])  # the NCHWc Conv's reorder follows these
             if reorders(made)[1]:
                 folded.add(node.output[0])
     return folded

@@ -12,6 +12,11 @@ with ``channels_last=1``, the same copy the Conv makes anyway):
 - out of a Conv: ``Transpose(Reshape(Squeeze(y4, [2]), [-1, P, C, L]), [0, 1, 3, 2])`` is
   ``Reshape(Transpose(y4, [0, 2, 3, 1]), [-1, P, L, C])``.
 
+- through elementwise nodes: where the Conv reads a chain of elementwise nodes (scalar
+  constants aside) whose leaves are such reprobes and lifted Convs' outputs (a residual ``Add``
+  of a block's last Conv and the reprobed skip, then a GELU), the chain runs on channels-last
+  twins of its leaves and one folded Transpose leads into the Conv.
+
 Both sides hold the same values in the same order, so the rewrite changes no number. Measured
 (a 426 x 96 x 125 probe tensor into a Conv k3): the Transpose, 4.6 ms, goes; the NCHWc
 Conv's reorder costs what it did.
@@ -25,6 +30,7 @@ from onnx import helper, numpy_helper
 
 from ..memory import INTO_NCHWC_CONV, NCHWC_FUSED_ACTIVATIONS, OUT_OF_NCHWC_CONV, _subgraphs, nchwc_reorders
 from .conv_layout import all_names, drop_unread_initializers, fresh_name
+from .fuse import _consumers
 
 #: The reprobe's transposes of a 3-D probe tensor's unfolded view: swap length and channels.
 SWAP_LAST = (0, 1, 3, 2)
@@ -48,6 +54,7 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
     local = dict(constants)
     local.update({t.name: t for t in graph.initializer})
     producer = {out: node for node in graph.node for out in node.output}
+    readers = _consumers(graph)
 
     fresh = lambda base: fresh_name(used, base)  # noqa: E731
 
@@ -60,6 +67,32 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
     for node in graph.node:
         if node.op_type == "Conv" and _reorders(node, local)[0]:
             into = _into_conv(node, producer, local, swapped)
+            chain = None if into is not None else _chain_into_conv(node, producer, readers, local, swapped)
+            if chain is not None:
+                unsqueeze, ops, leaves, (channels, length) = chain
+                made: dict[str, str] = {}  # 3-D tensor -> its channels-last (N*P, 1, L, C) twin
+                new_nodes = []
+                for leaf, (kind, source) in leaves.items():
+                    made[leaf] = fresh(f"{leaf}/nhwc")
+                    if kind == "swapped":
+                        new_nodes.append(helper.make_node("Reshape", [source, shape_const([-1, 1, length, channels])],
+                                                          [made[leaf]], name=made[leaf]))
+                    else:  # a lifted Conv's 4-D output, copied back channels-last by its reorder
+                        new_nodes.append(helper.make_node("Transpose", [source], [made[leaf]], name=made[leaf],
+                                                          perm=list(OUT_OF_NCHWC_CONV)))
+                for op in ops:  # the elementwise nodes, on the twins (same values, other order)
+                    twin = onnx.NodeProto()
+                    twin.CopyFrom(op)
+                    twin.name = fresh(f"{op.name or op.output[0]}/nhwc")
+                    twin.input[:] = [made.get(name, name) for name in op.input]
+                    made[op.output[0]] = fresh(f"{op.output[0]}/nhwc")
+                    twin.output[:] = [made[op.output[0]]]
+                    new_nodes.append(twin)
+                    replace[id(op)] = []
+                new_nodes.append(helper.make_node("Transpose", [made[unsqueeze.input[0]]], [unsqueeze.output[0]],
+                                                  name=fresh(f"{unsqueeze.output[0]}/t"), perm=list(INTO_NCHWC_CONV)))
+                replace[id(unsqueeze)] = new_nodes
+                count += 1
             if into is not None:
                 unsqueeze, source, (channels, length) = into
                 flat = fresh(f"{unsqueeze.output[0]}/nhwc")
@@ -100,6 +133,83 @@ def _into_conv(conv: onnx.NodeProto, producer: dict, constants: dict, swapped: d
             or _ints(fold, 1, constants) != [-1, *swapped[fold.input[0]]]):
         return None
     return unsqueeze, transpose.input[0], swapped[fold.input[0]]
+
+
+#: Ops whose output at each element reads only that element of each input (the others: scalar
+#: constants), so they run the same on any layout.
+ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Relu", "Sigmoid", "Tanh", "Softplus", "Exp", "Neg",
+                         "Abs", "Sqrt", "Gelu", "Identity"})
+
+
+def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, constants: dict, swapped: dict):
+    """``conv`` reads ``Unsqueeze(f, [2])`` where ``f`` is computed by elementwise nodes (scalar
+    constants aside) from *leaves* that are each a swapped reprobe folded back to
+    ``(N*P, C, L)`` or a lifted Conv's squeezed output, with at least one reprobe, and every
+    intermediate read only inside the chain (a residual ``Add`` of a block's last Conv and the
+    reprobed skip, then a GELU, in Basenji's tower): ``(the Unsqueeze, the chain's nodes in
+    graph order, {leaf: ("swapped", g) | ("conv", y4)}, (C, L))``; else None. The chain then
+    runs channels-last and the Transposes fold into the Convs' reorders."""
+    unsqueeze = producer.get(conv.input[0])
+    if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or _ints(unsqueeze, 1, constants) != [2]:
+        return None
+    ops: dict[int, onnx.NodeProto] = {}
+    leaves: dict[str, tuple[str, str]] = {}
+    dims: set[tuple[int, int]] = set()
+    conv_channels: set[int] = set()
+    pending = [unsqueeze.input[0]]
+    while pending:
+        name = pending.pop()
+        if name in leaves or any(name == op.output[0] for op in ops.values()):
+            continue
+        node = producer.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Reshape" and node.input[0] in swapped:
+            transpose = producer.get(node.input[0])
+            if (transpose is None or _perm(transpose) != SWAP_LAST
+                    or _ints(node, 1, constants) != [-1, *swapped[node.input[0]]]):
+                return None
+            leaves[name] = ("swapped", transpose.input[0])
+            dims.add(swapped[node.input[0]])
+            continue
+        if node.op_type == "Squeeze" and _ints(node, 1, constants) == [2]:
+            made = _nchwc_producer(node.input[0], producer, constants)
+            if made is None:
+                return None
+            leaves[name] = ("conv", node.input[0])
+            conv_channels.add(int(constants[made.input[1]].dims[0]))
+            continue
+        if node.op_type not in ELEMENTWISE or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            return None
+        ops[id(node)] = node
+        for source in node.input:
+            if source in constants:
+                if int(np.prod(constants[source].dims)) != 1:
+                    return None  # a constant broadcast along channels or length depends on the layout
+            else:
+                pending.append(source)
+    if not ops or len(dims) != 1 or not any(kind == "swapped" for kind, _ in leaves.values()):
+        return None
+    (channels, length), = dims
+    if conv_channels - {channels}:
+        return None
+    inside = set(ops) | {id(unsqueeze)}
+    if any(id(user) not in inside for op in ops.values() for user in readers.get(op.output[0], [])):
+        return None  # an intermediate read elsewhere would be needed in both layouts
+    order = [op for op in producer.values() if id(op) in ops]
+    order = list({id(op): op for op in order}.values())
+    return unsqueeze, order, leaves, (channels, length)
+
+
+def _nchwc_producer(y4: str, producer: dict, constants: dict) -> onnx.NodeProto | None:
+    """The lifted Conv whose NCHWc output reorder writes ``y4`` (through a fused activation or
+    an NCHWc MaxPool), or None."""
+    made = producer.get(y4)
+    while made is not None and (made.op_type in NCHWC_FUSED_ACTIVATIONS or made.op_type == "MaxPool"):
+        made = producer.get(made.input[0])
+    if made is None or made.op_type != "Conv" or not _reorders(made, constants)[1]:
+        return None
+    return made
 
 
 def _out_of_conv(transpose: onnx.NodeProto, producer: dict, constants: dict, swapped: dict):
