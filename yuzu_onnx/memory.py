@@ -18,6 +18,7 @@ import onnx
 from onnx import shape_inference
 
 from .errors import MemoryBudgetError
+from .ops import attr
 
 #: cuDNN refuses tensors of 2^31 elements or more (CUDNN_STATUS_NOT_SUPPORTED), and ONNX
 #: Runtime's CUDA context is unusable afterwards (seen on an H100 with BPNet-9 at batch 8).
@@ -331,9 +332,7 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
     weights) are not counted. With ``arena`` every buffer is also allocated and freed in it
     (graph inputs excepted: the caller owns them); a Loop then runs its body every iteration."""
     last_use: dict[str, int] = {}
-    weights_2d = _four_d_constants(graph, constants)
-    if model is not None and graph is not model.graph:
-        weights_2d.update(_four_d_constants(model.graph, constants))
+    weights_2d = nchwc_weights(graph, constants, model)
     for i, node in enumerate(graph.node):
         for name in _node_inputs(node):
             last_use[name] = i
@@ -433,6 +432,15 @@ def _four_d_constants(graph: onnx.GraphProto, constants: set[str]) -> dict[str, 
     return found
 
 
+def nchwc_weights(graph: onnx.GraphProto, constants: set[str], model: onnx.ModelProto | None) -> dict[str, tuple[int, ...]]:
+    """The 4-D constants a Conv of ``graph`` may read as its weight -> dims: the graph's own,
+    and, for a Loop body, the main graph's."""
+    weights = _four_d_constants(graph, constants)
+    if model is not None and graph is not model.graph:
+        weights.update(_four_d_constants(model.graph, constants))
+    return weights
+
+
 #: Perms of the Transposes ONNX Runtime folds into an NCHWc Conv's reorders: NHWC -> NCHW into
 #: its ReorderInput, NCHW -> NHWC into its ReorderOutput (``channels_last=1``; see
 #: :mod:`yuzu_onnx.emit.channels_last`, which writes them).
@@ -454,7 +462,7 @@ def nchwc_reorders(conv: onnx.NodeProto, weight_dims: tuple[int, ...]) -> tuple[
     channels than a block reads its input as it is; other channel counts must fill blocks
     (ONNX Runtime's ``NchwcTransformerImpl::TransformConv``)."""
     c_out, c_in = weight_dims[0], weight_dims[1]
-    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+    group = attr(conv, "group", 1)
     if group > 1:
         depthwise = c_in == 1 and c_out == group
         runs = c_out % NCHWC_BLOCK == 0 and (depthwise or (c_in % NCHWC_BLOCK == 0
@@ -483,7 +491,7 @@ def folded_transposes(graph: onnx.GraphProto, weights_2d: dict[str, tuple[int, .
     for node in graph.node:
         if node.op_type != "Transpose":
             continue
-        perm = tuple(next((a.ints for a in node.attribute if a.name == "perm"), ()))
+        perm = tuple(attr(node, "perm", ()))
         if perm == INTO_NCHWC_CONV:
             users = readers.get(node.output[0], [])
             if users and all(u.input[0] == node.output[0] and reorders(u)[0] for u in users):

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .memory import _four_d_constants, _subgraphs, folded_transposes, static_shapes, with_batch
+from .memory import _subgraphs, folded_transposes, nchwc_weights, static_shapes, with_batch
 
 DATA = Path(__file__).resolve().parent / "data"
 #: Op types that share a cost curve (the ops themselves differ little in what they do per byte).
@@ -142,8 +142,7 @@ def predict_seconds(model: onnx.ModelProto, provider: str = "cpu", batch: int = 
 def _graph_seconds(graph: onnx.GraphProto, shape: dict, table: dict[str, NodeCost], constants: set[str],
                    model: onnx.ModelProto) -> float:
     total = 0.0
-    weights_2d = {**_four_d_constants(model.graph, constants), **_four_d_constants(graph, constants)}
-    folded = folded_transposes(graph, weights_2d)  # no pass of their own
+    folded = folded_transposes(graph, nchwc_weights(graph, constants, model))  # no pass of their own
     for node in graph.node:
         if node.op_type == "Transpose" and node.output[0] in folded:
             continue

@@ -10,8 +10,7 @@ with ``channels_last=1``, the same copy the Conv makes anyway):
 - into a Conv: ``Unsqueeze(Reshape(Transpose(g, [0, 1, 3, 2]), [-1, C, L]), [2])`` is
   ``Transpose(Reshape(g, [-1, 1, L, C]), [0, 3, 1, 2])``;
 - out of a Conv: ``Transpose(Reshape(Squeeze(y4, [2]), [-1, P, C, L]), [0, 1, 3, 2])`` is
-  ``Reshape(Transpose(y4, [0, 2, 3, 1]), [-1, P, L, C])``.
-
+  ``Reshape(Transpose(y4, [0, 2, 3, 1]), [-1, P, L, C])``;
 - through elementwise nodes: where the Conv reads a chain of elementwise nodes (scalar
   constants aside) whose leaves are such reprobes and lifted Convs' outputs (a residual ``Add``
   of a block's last Conv and the reprobed skip, then a GELU), the chain runs on channels-last
@@ -28,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..ops import attr
 from ..memory import INTO_NCHWC_CONV, NCHWC_FUSED_ACTIVATIONS, OUT_OF_NCHWC_CONV, _subgraphs, nchwc_reorders
 from .conv_layout import all_names, drop_unread_initializers, fresh_name
 from .fuse import _consumers
@@ -66,8 +66,7 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
     replace: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> the nodes it becomes
     for node in graph.node:
         if node.op_type == "Conv" and _reorders(node, local)[0]:
-            into = _into_conv(node, producer, local, swapped)
-            chain = None if into is not None else _chain_into_conv(node, producer, readers, local, swapped)
+            chain = _chain_into_conv(node, producer, readers, local, swapped)
             if chain is not None:
                 unsqueeze, ops, leaves, (channels, length) = chain
                 made: dict[str, str] = {}  # 3-D tensor -> its channels-last (N*P, 1, L, C) twin
@@ -93,15 +92,6 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
                                                   name=fresh(f"{unsqueeze.output[0]}/t"), perm=list(INTO_NCHWC_CONV)))
                 replace[id(unsqueeze)] = new_nodes
                 count += 1
-            if into is not None:
-                unsqueeze, source, (channels, length) = into
-                flat = fresh(f"{unsqueeze.output[0]}/nhwc")
-                replace[id(unsqueeze)] = [
-                    helper.make_node("Reshape", [source, shape_const([-1, 1, length, channels])], [flat],
-                                     name=flat),
-                    helper.make_node("Transpose", [flat], [unsqueeze.output[0]], name=fresh(f"{flat}/t"),
-                                     perm=list(INTO_NCHWC_CONV))]
-                count += 1
         elif node.op_type == "Transpose" and node.output[0] in swapped:
             out = _out_of_conv(node, producer, local, swapped)
             if out is not None:
@@ -119,22 +109,6 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
     return count
 
 
-def _into_conv(conv: onnx.NodeProto, producer: dict, constants: dict, swapped: dict):
-    """(the Unsqueeze feeding ``conv``, the channels-last tensor, (C, L)) where ``conv`` reads
-    ``Unsqueeze(Reshape(t, [-1, C, L]), [2])`` and ``t`` is a swapped ``(N, P, C, L)``; else None."""
-    unsqueeze = producer.get(conv.input[0])
-    if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or _ints(unsqueeze, 1, constants) != [2]:
-        return None
-    fold = producer.get(unsqueeze.input[0])
-    if fold is None or fold.op_type != "Reshape" or fold.input[0] not in swapped:
-        return None
-    transpose = producer.get(fold.input[0])
-    if (transpose is None or transpose.op_type != "Transpose" or _perm(transpose) != SWAP_LAST
-            or _ints(fold, 1, constants) != [-1, *swapped[fold.input[0]]]):
-        return None
-    return unsqueeze, transpose.input[0], swapped[fold.input[0]]
-
-
 #: Ops whose output at each element reads only that element of each input (the others: scalar
 #: constants), so they run the same on any layout.
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Relu", "Sigmoid", "Tanh", "Softplus", "Exp", "Neg",
@@ -142,12 +116,13 @@ ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Relu", "Sigmoid", "
 
 
 def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, constants: dict, swapped: dict):
-    """``conv`` reads ``Unsqueeze(f, [2])`` where ``f`` is computed by elementwise nodes (scalar
-    constants aside) from *leaves* that are each a swapped reprobe folded back to
-    ``(N*P, C, L)`` or a lifted Conv's squeezed output, with at least one reprobe, and every
-    intermediate read only inside the chain (a residual ``Add`` of a block's last Conv and the
-    reprobed skip, then a GELU, in Basenji's tower): ``(the Unsqueeze, the chain's nodes in
-    graph order, {leaf: ("swapped", g) | ("conv", y4)}, (C, L))``; else None. The chain then
+    """``conv`` reads ``Unsqueeze(f, [2])`` where ``f`` is a swapped reprobe folded back to
+    ``(N*P, C, L)`` (``Reshape(Transpose(g, SWAP_LAST), [-1, C, L])``), or is computed by
+    elementwise nodes (scalar constants aside) from *leaves* that are each such a reprobe or a
+    lifted Conv's squeezed output, with at least one reprobe, and every intermediate read only
+    inside the chain (a residual ``Add`` of a block's last Conv and the reprobed skip, then a
+    GELU, in Basenji's tower): ``(the Unsqueeze, the chain's nodes in graph order (none for a
+    reprobe alone), {leaf: ("swapped", g) | ("conv", y4)}, (C, L))``; else None. The chain then
     runs channels-last and the Transposes fold into the Convs' reorders."""
     unsqueeze = producer.get(conv.input[0])
     if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or _ints(unsqueeze, 1, constants) != [2]:
@@ -156,17 +131,18 @@ def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, consta
     leaves: dict[str, tuple[str, str]] = {}
     dims: set[tuple[int, int]] = set()
     conv_channels: set[int] = set()
-    pending = [unsqueeze.input[0]]
+    pending, seen = [unsqueeze.input[0]], set()
     while pending:
         name = pending.pop()
-        if name in leaves or any(name == op.output[0] for op in ops.values()):
+        if name in seen:
             continue
+        seen.add(name)
         node = producer.get(name)
         if node is None:
             return None
         if node.op_type == "Reshape" and node.input[0] in swapped:
             transpose = producer.get(node.input[0])
-            if (transpose is None or _perm(transpose) != SWAP_LAST
+            if (transpose is None or tuple(attr(transpose, "perm", ())) != SWAP_LAST
                     or _ints(node, 1, constants) != [-1, *swapped[node.input[0]]]):
                 return None
             leaves[name] = ("swapped", transpose.input[0])
@@ -188,7 +164,7 @@ def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, consta
                     return None  # a constant broadcast along channels or length depends on the layout
             else:
                 pending.append(source)
-    if not ops or len(dims) != 1 or not any(kind == "swapped" for kind, _ in leaves.values()):
+    if len(dims) != 1 or not any(kind == "swapped" for kind, _ in leaves.values()):
         return None
     (channels, length), = dims
     if conv_channels - {channels}:
@@ -196,16 +172,16 @@ def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, consta
     inside = set(ops) | {id(unsqueeze)}
     if any(id(user) not in inside for op in ops.values() for user in readers.get(op.output[0], [])):
         return None  # an intermediate read elsewhere would be needed in both layouts
-    order = [op for op in producer.values() if id(op) in ops]
-    order = list({id(op): op for op in order}.values())
+    order = [op for op in producer.values() if id(op) in ops]  # graph order; one output each
     return unsqueeze, order, leaves, (channels, length)
 
 
-def _nchwc_producer(y4: str, producer: dict, constants: dict) -> onnx.NodeProto | None:
-    """The lifted Conv whose NCHWc output reorder writes ``y4`` (through a fused activation or
-    an NCHWc MaxPool), or None."""
+def _nchwc_producer(y4: str, producer: dict, constants: dict,
+                    through: frozenset[str] = NCHWC_FUSED_ACTIVATIONS | {"MaxPool"}) -> onnx.NodeProto | None:
+    """The lifted Conv whose NCHWc output reorder writes ``y4`` (through ``through``: fused
+    activations and NCHWc MaxPools), or None."""
     made = producer.get(y4)
-    while made is not None and (made.op_type in NCHWC_FUSED_ACTIVATIONS or made.op_type == "MaxPool"):
+    while made is not None and made.op_type in through:
         made = producer.get(made.input[0])
     if made is None or made.op_type != "Conv" or not _reorders(made, constants)[1]:
         return None
@@ -216,7 +192,7 @@ def _out_of_conv(transpose: onnx.NodeProto, producer: dict, constants: dict, swa
     """(the lifted Conv's 4-D output, P, (C, L)) where the swapped ``transpose`` is
     ``Transpose(Reshape(Squeeze(y4, [2]), [-1, P, C, L]), SWAP_LAST)`` of a lifted Conv's
     output ``y4`` (an activation ONNX Runtime fuses into it included); else None."""
-    if _perm(transpose) != SWAP_LAST:
+    if tuple(attr(transpose, "perm", ())) != SWAP_LAST:
         return None
     unfold = producer.get(transpose.input[0])
     if unfold is None or unfold.op_type != "Reshape":
@@ -227,13 +203,9 @@ def _out_of_conv(transpose: onnx.NodeProto, producer: dict, constants: dict, swa
     squeeze = producer.get(unfold.input[0])
     if squeeze is None or squeeze.op_type != "Squeeze" or _ints(squeeze, 1, constants) != [2]:
         return None
-    y4 = squeeze.input[0]
-    made = producer.get(y4)
-    if made is not None and made.op_type in NCHWC_FUSED_ACTIVATIONS:
-        made = producer.get(made.input[0])
-    if made is None or made.op_type != "Conv" or not _reorders(made, constants)[1]:
+    if _nchwc_producer(squeeze.input[0], producer, constants, through=NCHWC_FUSED_ACTIVATIONS) is None:
         return None
-    return y4, dims[1], swapped[transpose.output[0]]
+    return squeeze.input[0], dims[1], swapped[transpose.output[0]]
 
 
 def _reorders(conv: onnx.NodeProto, constants: dict) -> tuple[bool, bool]:
@@ -243,10 +215,6 @@ def _reorders(conv: onnx.NodeProto, constants: dict) -> tuple[bool, bool]:
     if weight is None or len(weight.dims) != 4 or weight.dims[2] != 1:
         return False, False
     return nchwc_reorders(conv, tuple(weight.dims))
-
-
-def _perm(node: onnx.NodeProto) -> tuple[int, ...]:
-    return tuple(next((a.ints for a in node.attribute if a.name == "perm"), ()))
 
 
 def _ints(node: onnx.NodeProto, index: int, constants: dict) -> list[int] | None:
