@@ -66,7 +66,8 @@ def test_converted_model_carries_its_estimate():
 
 
 def test_estimate_matches_onnx_runtime_peak(tmp_path):
-    """The plan's estimate against the resident-memory peak of a bounded-memory session."""
+    """The plan's estimate (the arena's resident bytes, which the planner budgets) against the
+    resident-memory peak of a session as ISMSession makes it."""
     model = convert(str(MODELS_DIR / "example_basset_L1000.onnx"))
     path = tmp_path / "basset.ism.onnx"
     onnx.save(model, str(path))
@@ -75,7 +76,7 @@ def test_estimate_matches_onnx_runtime_peak(tmp_path):
     memory_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(memory_check)
     measured = memory_check.measure(path, batch)  # the child process tools/memory_check.py runs
-    predicted = estimate_memory(model).activations(batch)
+    predicted = estimate_memory(model).resident(batch)
     assert abs(predicted - measured) <= 0.25 * measured, (format_size(predicted), format_size(measured))
 
 
@@ -128,3 +129,90 @@ def test_ism_command_refuses_a_budget_below_one_sequence(tmp_path, capsys):
     assert not out.exists()
     assert main(["ism", str(model), str(tmp_path / "x.npy"), "-o", str(out), "--max-memory", "1G", "-q"]) == 0
     assert out.exists()
+
+
+ARENA_LOG_CHILD = r"""
+import sys, numpy as np, onnxruntime as ort
+sys.path.insert(0, sys.argv[2])
+from yuzu_onnx.runtime import make_session
+ort.set_default_logger_severity(0)  # the arena logs each region it adds at INFO
+sess = make_session(sys.argv[1], ['CPUExecutionProvider'])
+inp = sess.get_inputs()[0]
+X = np.zeros([1 if not isinstance(d, int) else d for d in inp.shape], np.float32)
+X[:, 0] = 1.0
+sess.run(None, {inp.name: X})
+"""
+
+
+def _onnx_runtime_regions(path) -> list[int]:
+    """Sizes of the regions ONNX Runtime's CPU arena adds in one run at batch 1, from its log."""
+    import re
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", ARENA_LOG_CHILD, str(path), str(REPO)], capture_output=True,
+                         text=True, check=True)
+    return [int(n) for n in re.findall(r"Extended allocation by (\d+) bytes", run.stdout + run.stderr)]
+
+
+def _model_regions(model: onnx.ModelProto) -> list[int]:
+    """Sizes of the regions :class:`ArenaModel` adds replaying ``model`` at batch 1."""
+    from yuzu_onnx import memory
+
+    arena = memory.ArenaModel()
+    sizes = []
+    extend = arena._extend
+
+    def logged(want: int) -> None:
+        extend(want)
+        sizes.append(arena.free[-1][2])
+
+    arena._extend = logged
+    memory._replay(memory.with_batch(model, 1), {t.name for t in model.graph.initializer}, arena)
+    return sizes
+
+
+@pytest.mark.parametrize("name, form", [("bpnet_L100_dynamo", "whole"), ("example_basset_L1000", "whole"),
+                                        ("chrombpnet_mini_L211_dynamo", "tiled")])
+def test_arena_model_adds_the_regions_onnx_runtime_adds(tmp_path, name, form):
+    """The arena model's regions, size by size, are those ONNX Runtime's arena reports adding
+    (its log) on the same converted graph: same requests in the same order (ONNX Runtime's
+    execution order, NCHWc reorders as their own buffers) and its power-of-two growth rule."""
+    model = convert(str(MODELS_DIR / f"{name}.onnx"), form=form)
+    path = tmp_path / "m.ism.onnx"
+    onnx.save(model, str(path))
+    observed = _onnx_runtime_regions(path)
+    assert len(observed) >= 3  # the comparison says something only if the arena grew a few times
+    assert _model_regions(model) == observed
+
+
+def test_execution_order_is_onnx_runtimes(tmp_path):
+    """:func:`execution_order` against the order ONNX Runtime's profiler records, on a tiled
+    graph's Loop body, where it differs from the file's order (halos first)."""
+    import json
+
+    import onnxruntime as ort
+
+    from yuzu_onnx.memory import execution_order
+
+    model = convert(str(MODELS_DIR / "chrombpnet_mini_L211_dynamo.onnx"), form="tiled")
+    body = next(a.g for n in model.graph.node if n.op_type == "Loop" for a in n.attribute if a.name == "body")
+    options = ort.SessionOptions()
+    options.enable_profiling, options.profile_file_prefix = True, str(tmp_path / "profile")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every node
+    sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    sess.run(None, {inp.name: random_one_hot(1, inp.shape[2])})
+    events = json.loads(open(sess.end_profiling()).read())
+    ran = sorted((e["ts"], e["name"][: -len("_kernel_time")]) for e in events
+                 if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"))
+    names = {n.name for n in body.node}
+    first_iteration: list[str] = []
+    for _, name in ran:
+        if name in names and name not in first_iteration:
+            first_iteration.append(name)
+    constants = {o for n in body.node if n.op_type == "Constant" for o in n.output}
+    predicted = [n.name for n in execution_order(body.node, constants)]
+    assert len(first_iteration) == len(predicted)
+    assert predicted == first_iteration
+    assert predicted != [n.name for n in body.node if n.op_type != "Constant"]  # the test tells them apart

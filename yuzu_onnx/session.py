@@ -138,8 +138,8 @@ class ISMSession:
         requested = self._batch_size or (DEFAULT_BATCH_SIZE if self._max_memory is None else 2**31)
         batch = batch_for_budget(self._memory, self._max_memory, requested,
                                  cuda=self._provider == "CUDAExecutionProvider", where=where)
-        logger.info("ISMSession: batch size %d (%s per sequence predicted)", batch,
-                    format_size(self._memory.per_sequence))
+        logger.info("ISMSession: batch size %d (%s of activations for one sequence predicted)", batch,
+                    format_size(self._memory.resident(1)))
         return batch
 
     # ------------------------------------------------------------------ properties
