@@ -443,9 +443,12 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
                 # output (the copy dies after it), ReorderOutput copies that back (Basset with its
                 # emitted Convs lifted held 142 MiB at batch 4 against 104 MiB predicted without
                 # these copies)
-                copies_input, runs = nchwc_reorders(node, weights_2d[node.input[1]])
-                reorder_in = copies_input * nbytes(node.input[0])
-                reorder_out = runs * sum(nbytes(o) for o in outputs)
+                dims = weights_2d[node.input[1]]
+                copies_input, runs = nchwc_reorders(node, dims)
+                # blocked copies hold whole blocks of channels (Basset's 300 as 304)
+                c_in, c_out = dims[1] * attr(node, "group", 1), dims[0]
+                reorder_in = copies_input * nbytes(node.input[0]) * _blocked(c_in) // c_in
+                reorder_out = runs * sum(nbytes(o) for o in outputs) * _blocked(c_out) // c_out
             copy_in = allocate(reorder_in)
             if reorder_in:
                 release(node.input[:1], i)
@@ -506,25 +509,38 @@ NCHWC_FUSED_ACTIVATIONS = frozenset({"Relu", "Sigmoid", "Tanh"})
 
 
 #: Channels of MLAS's NCHWc blocks on AVX-512 (16; 8 on AVX2): the larger, so that what is
-#: said to fold does on both.
+#: said to fold does on both (a Conv of 8 to 15 input channels copies its input on AVX2 only).
 NCHWC_BLOCK = 16
+
+
+def _blocked(channels: int) -> int:
+    """``channels`` rounded up to whole NCHWc blocks."""
+    return -(-channels // NCHWC_BLOCK) * NCHWC_BLOCK
 
 
 def nchwc_reorders(conv: onnx.NodeProto, weight_dims: tuple[int, ...]) -> tuple[bool, bool]:
     """(ReorderInput, ReorderOutput): whether ONNX Runtime's NCHWc Conv for ``conv`` (4-D
     constant weight of ``weight_dims``) copies its input into blocked channels, and whether
-    it runs in NCHWc at all (then its output is copied back). A group-1 Conv with fewer input
-    channels than a block reads its input as it is; other channel counts must fill blocks
-    (ONNX Runtime's ``NchwcTransformerImpl::TransformConv``)."""
-    c_out, c_in = weight_dims[0], weight_dims[1]
+    it runs in NCHWc at all (then its output is copied back).
+
+    As ONNX Runtime 1.31's optimized graphs show (``tests/test_channels_last.py`` compares
+    them): a group-1 Conv reads an input of fewer channels than a block as it is and runs
+    blocked; with more, it runs blocked only when they come in fours (its input copy pads them
+    to whole blocks: Basset's 300 as 304; 150 channels stay unblocked); its output channels
+    are padded as needed. A depthwise Conv runs blocked when its channels come in fours;
+    another grouped Conv only when each group's input and output channels fill whole blocks.
+    """
+    c_out, c_in = weight_dims[0], weight_dims[1]  # c_in per group
     group = attr(conv, "group", 1)
-    if group > 1:
-        depthwise = c_in == 1 and c_out == group
-        runs = c_out % NCHWC_BLOCK == 0 and (depthwise or (c_in % NCHWC_BLOCK == 0
-                                                          and (c_out // group) % NCHWC_BLOCK == 0))
-        return runs, runs
-    runs = c_in < 8 or c_in % NCHWC_BLOCK == 0
-    return runs and c_in >= NCHWC_BLOCK, runs
+    if group == 1:
+        if c_in < NCHWC_BLOCK:
+            return False, True
+        runs = c_in % 4 == 0
+    elif c_in == 1 and c_out == group:  # depthwise
+        runs = c_out % 4 == 0
+    else:
+        runs = c_in % NCHWC_BLOCK == 0 and (c_out // group) % NCHWC_BLOCK == 0
+    return runs, runs
 
 
 def folded_transposes(graph: onnx.GraphProto, weights_2d: dict[str, tuple[int, ...]]) -> set[str]:
