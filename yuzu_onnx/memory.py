@@ -1,6 +1,6 @@
 """Memory of a converted graph, estimated from its tensor shapes, and batch sizes from a budget.
 
-The estimate replays the graph in node order at batch 1 and batch 2: each node's outputs are
+The estimate replays the graph in the order ONNX Runtime runs it, at batch 1 and batch 2: each node's outputs are
 allocated when it runs and each tensor is freed after its last consumer, the way ONNX Runtime's
 memory planner reuses buffers. The difference between the two batches is the memory of one
 more sequence; weights and constants are counted apart. Nothing runs.
@@ -280,7 +280,8 @@ class ArenaModel:
 
 def _replay(model: onnx.ModelProto, weights: set[str], arena: ArenaModel | None = None) -> tuple[int, int, int, int]:
     """(peak live activation bytes, largest tensor in elements, weight bytes, tensors of unknown
-    shape) of one replay of the graph in node order; ``weights`` names the initializers.
+    shape) of one replay of the graph in ONNX Runtime's order (:func:`execution_order`);
+    ``weights`` names the initializers.
 
     Tensors live in buffers: a view (Reshape, ...) shares its input's buffer, an in-place op
     reuses a dying input's buffer of the same size, and a buffer is freed when the last tensor
@@ -435,27 +436,26 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
         else:
             first = node.input[0] if node.input else ""
             shared = buffer_of.get(first)
-            reorder_in = reorder_out = 0
+            copy_out, reorder_out = None, 0
             if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights_2d:
                 # a 2-D Conv with a constant weight runs in ONNX Runtime's NCHWc layout on x86
                 # CPUs, as three nodes: ReorderInput copies the input into blocked channels (the
                 # input dies there if the Conv was its last reader), the Conv writes a blocked
                 # output (the copy dies after it), ReorderOutput copies that back (Basset with its
                 # emitted Convs lifted held 142 MiB at batch 4 against 104 MiB predicted without
-                # these copies)
+                # these copies); blocked copies hold whole blocks of channels (300 as 304)
                 dims = weights_2d[node.input[1]]
                 copies_input, runs = nchwc_reorders(node, dims)
-                # blocked copies hold whole blocks of channels (Basset's 300 as 304)
                 c_in, c_out = dims[1] * attr(node, "group", 1), dims[0]
                 reorder_in = copies_input * nbytes(node.input[0]) * _blocked(c_in) // c_in
                 reorder_out = runs * sum(nbytes(o) for o in outputs) * _blocked(c_out) // c_out
-            copy_in = allocate(reorder_in)
-            if reorder_in:
-                release(node.input[:1], i)
-            copy_out = allocate(reorder_out)
-            release_handle(copy_in, reorder_in)
-            if reorder_out:
-                release(node.input[:1], i)
+                copy_in = allocate(reorder_in)
+                if reorder_in:
+                    release(node.input[:1], i)  # ReorderInput read it last
+                copy_out = allocate(reorder_out)
+                release_handle(copy_in, reorder_in)
+                if reorder_out:
+                    release(node.input[:1], i)  # the blocked Conv read it last
             for name in outputs:
                 if name not in sizes:
                     unknown += 1
