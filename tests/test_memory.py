@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -146,10 +150,6 @@ sess.run(None, {inp.name: X})
 
 def _onnx_runtime_regions(path) -> list[int]:
     """Sizes of the regions ONNX Runtime's CPU arena adds in one run at batch 1, from its log."""
-    import re
-    import subprocess
-    import sys
-
     run = subprocess.run([sys.executable, "-c", ARENA_LOG_CHILD, str(path), str(REPO)], capture_output=True,
                          text=True, check=True)
     return [int(n) for n in re.findall(r"Extended allocation by (\d+) bytes", run.stdout + run.stderr)]
@@ -189,8 +189,6 @@ def test_arena_model_adds_the_regions_onnx_runtime_adds(tmp_path, name, form):
 def test_execution_order_is_onnx_runtimes(tmp_path):
     """:func:`execution_order` against the order ONNX Runtime's profiler records, on a tiled
     graph's Loop body, where it differs from the file's order (halos first)."""
-    import json
-
     import onnxruntime as ort
 
     from yuzu_onnx.memory import execution_order

@@ -437,7 +437,8 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
             first = node.input[0] if node.input else ""
             shared = buffer_of.get(first)
             copy_out, reorder_out = None, 0
-            if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights_2d:
+            copies_input, runs = conv_reorders(node, weights_2d)
+            if runs:
                 # a 2-D Conv with a constant weight runs in ONNX Runtime's NCHWc layout on x86
                 # CPUs, as three nodes: ReorderInput copies the input into blocked channels (the
                 # input dies there if the Conv was its last reader), the Conv writes a blocked
@@ -445,7 +446,6 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
                 # emitted Convs lifted held 142 MiB at batch 4 against 104 MiB predicted without
                 # these copies); blocked copies hold whole blocks of channels (300 as 304)
                 dims = weights_2d[node.input[1]]
-                copies_input, runs = nchwc_reorders(node, dims)
                 c_in, c_out = dims[1] * attr(node, "group", 1), dims[0]
                 reorder_in = copies_input * nbytes(node.input[0]) * _blocked(c_in) // c_in
                 reorder_out = runs * sum(nbytes(o) for o in outputs) * _blocked(c_out) // c_out
@@ -543,6 +543,25 @@ def nchwc_reorders(conv: onnx.NodeProto, weight_dims: tuple[int, ...]) -> tuple[
     return runs, runs
 
 
+def conv_reorders(node: onnx.NodeProto | None, weights_2d: dict[str, tuple[int, ...]]) -> tuple[bool, bool]:
+    """:func:`nchwc_reorders` of ``node`` if it is a Conv whose weight is one of
+    ``weights_2d`` (4-D constant weights -> dims), else (False, False)."""
+    if node is None or node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights_2d:
+        return False, False
+    return nchwc_reorders(node, weights_2d[node.input[1]])
+
+
+def nchwc_producer(name: str, producer: dict[str, onnx.NodeProto], weights_2d: dict[str, tuple[int, ...]],
+                   through: frozenset[str] = NCHWC_FUSED_ACTIVATIONS | {"MaxPool"}) -> onnx.NodeProto | None:
+    """The NCHWc Conv whose output copy (ReorderOutput) writes ``name``, found through the ops
+    ``through`` that ONNX Runtime runs on its blocked output (fused activations, MaxPools), or
+    None."""
+    made = producer.get(name)
+    while made is not None and made.op_type in through:
+        made = producer.get(made.input[0])
+    return made if conv_reorders(made, weights_2d)[1] else None
+
+
 def folded_transposes(graph: onnx.GraphProto, weights_2d: dict[str, tuple[int, ...]]) -> set[str]:
     """Outputs of ``graph``'s Transposes that ONNX Runtime folds into the reorders of NCHWc
     Convs (``weights_2d``: 4-D constant weights -> dims): no pass of their own (the reorder
@@ -552,12 +571,6 @@ def folded_transposes(graph: onnx.GraphProto, weights_2d: dict[str, tuple[int, .
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-
-    def reorders(node: onnx.NodeProto | None) -> tuple[bool, bool]:
-        if node is None or node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in weights_2d:
-            return False, False
-        return nchwc_reorders(node, weights_2d[node.input[1]])
-
     folded = set()
     for node in graph.node:
         if node.op_type != "Transpose":
@@ -565,14 +578,10 @@ def folded_transposes(graph: onnx.GraphProto, weights_2d: dict[str, tuple[int, .
         perm = tuple(attr(node, "perm", ()))
         if perm == INTO_NCHWC_CONV:
             users = readers.get(node.output[0], [])
-            if users and all(u.input[0] == node.output[0] and reorders(u)[0] for u in users):
+            if users and all(u.input[0] == node.output[0] and conv_reorders(u, weights_2d)[0] for u in users):
                 folded.add(node.output[0])
-        elif perm == OUT_OF_NCHWC_CONV:
-            made = producer.get(node.input[0])
-            while made is not None and (made.op_type in NCHWC_FUSED_ACTIVATIONS or made.op_type == "MaxPool"):
-                made = producer.get(made.input[0])  # the NCHWc Conv's reorder follows these
-            if reorders(made)[1]:
-                folded.add(node.output[0])
+        elif perm == OUT_OF_NCHWC_CONV and nchwc_producer(node.input[0], producer, weights_2d) is not None:
+            folded.add(node.output[0])
     return folded
 
 

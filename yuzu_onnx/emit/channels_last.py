@@ -28,7 +28,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..ops import attr
-from ..memory import INTO_NCHWC_CONV, NCHWC_FUSED_ACTIVATIONS, OUT_OF_NCHWC_CONV, _subgraphs, nchwc_reorders
+from ..memory import (INTO_NCHWC_CONV, NCHWC_FUSED_ACTIVATIONS, OUT_OF_NCHWC_CONV, _subgraphs, conv_reorders,
+                      nchwc_producer)
 from .conv_layout import all_names, drop_unread_initializers, fresh_name
 from .fuse import _consumers
 
@@ -53,6 +54,7 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
     count = sum(_rewrite(sub, constants, used, swapped) for node in graph.node for sub in _subgraphs(node))
     local = dict(constants)
     local.update({t.name: t for t in graph.initializer})
+    lifted = _lifted_weights(local)
     producer = {out: node for node in graph.node for out in node.output}
     readers = _consumers(graph)
 
@@ -65,8 +67,8 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
 
     replace: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> the nodes it becomes
     for node in graph.node:
-        if node.op_type == "Conv" and _reorders(node, local)[0]:
-            chain = _chain_into_conv(node, producer, readers, local, swapped)
+        if conv_reorders(node, lifted)[0]:
+            chain = _chain_into_conv(node, producer, readers, local, lifted, swapped)
             if chain is not None:
                 unsqueeze, ops, leaves, (channels, length) = chain
                 made: dict[str, str] = {}  # 3-D tensor -> its channels-last (N*P, 1, L, C) twin
@@ -93,7 +95,7 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
                 replace[id(unsqueeze)] = new_nodes
                 count += 1
         elif node.op_type == "Transpose" and node.output[0] in swapped:
-            out = _out_of_conv(node, producer, local, swapped)
+            out = _out_of_conv(node, producer, local, lifted, swapped)
             if out is not None:
                 y4, probes, (channels, length) = out
                 nhwc = fresh(f"{node.output[0]}/nhwc")
@@ -115,7 +117,8 @@ ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Relu", "Sigmoid", "
                          "Abs", "Sqrt", "Gelu", "Identity"})
 
 
-def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, constants: dict, swapped: dict):
+def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, constants: dict, lifted: dict,
+                     swapped: dict):
     """``conv`` reads ``Unsqueeze(f, [2])`` where ``f`` is a swapped reprobe folded back to
     ``(N*P, C, L)`` (``Reshape(Transpose(g, SWAP_LAST), [-1, C, L])``), or is computed by
     elementwise nodes (scalar constants aside) from *leaves* that are each such a reprobe or a
@@ -149,11 +152,11 @@ def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, consta
             dims.add(swapped[node.input[0]])
             continue
         if node.op_type == "Squeeze" and _ints(node, 1, constants) == [2]:
-            made = _nchwc_producer(node.input[0], producer, constants)
+            made = nchwc_producer(node.input[0], producer, lifted)
             if made is None:
                 return None
             leaves[name] = ("conv", node.input[0])
-            conv_channels.add(int(constants[made.input[1]].dims[0]))
+            conv_channels.add(lifted[made.input[1]][0])
             continue
         if node.op_type not in ELEMENTWISE or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
             return None
@@ -176,19 +179,7 @@ def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, consta
     return unsqueeze, order, leaves, (channels, length)
 
 
-def _nchwc_producer(y4: str, producer: dict, constants: dict,
-                    through: frozenset[str] = NCHWC_FUSED_ACTIVATIONS | {"MaxPool"}) -> onnx.NodeProto | None:
-    """The lifted Conv whose NCHWc output reorder writes ``y4`` (through ``through``: fused
-    activations and NCHWc MaxPools), or None."""
-    made = producer.get(y4)
-    while made is not None and made.op_type in through:
-        made = producer.get(made.input[0])
-    if made is None or made.op_type != "Conv" or not _reorders(made, constants)[1]:
-        return None
-    return made
-
-
-def _out_of_conv(transpose: onnx.NodeProto, producer: dict, constants: dict, swapped: dict):
+def _out_of_conv(transpose: onnx.NodeProto, producer: dict, constants: dict, lifted: dict, swapped: dict):
     """(the lifted Conv's 4-D output, P, (C, L)) where the swapped ``transpose`` is
     ``Transpose(Reshape(Squeeze(y4, [2]), [-1, P, C, L]), SWAP_LAST)`` of a lifted Conv's
     output ``y4`` (an activation ONNX Runtime fuses into it included); else None."""
@@ -203,18 +194,14 @@ def _out_of_conv(transpose: onnx.NodeProto, producer: dict, constants: dict, swa
     squeeze = producer.get(unfold.input[0])
     if squeeze is None or squeeze.op_type != "Squeeze" or _ints(squeeze, 1, constants) != [2]:
         return None
-    if _nchwc_producer(squeeze.input[0], producer, constants, through=NCHWC_FUSED_ACTIVATIONS) is None:
+    if nchwc_producer(squeeze.input[0], producer, lifted, through=NCHWC_FUSED_ACTIVATIONS) is None:
         return None
     return squeeze.input[0], dims[1], swapped[transpose.output[0]]
 
 
-def _reorders(conv: onnx.NodeProto, constants: dict) -> tuple[bool, bool]:
-    """Whether ONNX Runtime's NCHWc Conv for a lifted ``conv`` reorders its input, its output
-    (:func:`yuzu_onnx.memory.nchwc_reorders`); (False, False) for a Conv not lifted."""
-    weight = constants.get(conv.input[1])
-    if weight is None or len(weight.dims) != 4 or weight.dims[2] != 1:
-        return False, False
-    return nchwc_reorders(conv, tuple(weight.dims))
+def _lifted_weights(constants: dict) -> dict[str, tuple[int, ...]]:
+    """The lifted Convs' weights among ``constants`` (4-D, height 1) -> dims."""
+    return {name: tuple(t.dims) for name, t in constants.items() if len(t.dims) == 4 and t.dims[2] == 1}
 
 
 def _ints(node: onnx.NodeProto, index: int, constants: dict) -> list[int] | None:
@@ -236,4 +223,3 @@ def _without_dead(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[o
             for sub in _subgraphs(node):
                 keep |= all_names(sub)
     return alive[::-1]
-
