@@ -103,8 +103,9 @@ def _optimized(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.load(opts.optimized_model_filepath)
 
 
-def test_onnx_runtime_folds_them_and_the_models_say_so():
-    graph = _convert(_tower(), start=0, end=LENGTH, form="whole")
+@pytest.mark.parametrize("build", ["_tower", "_pooled_tower"])
+def test_onnx_runtime_folds_them_and_the_models_say_so(build):
+    graph = _convert(globals()[build](), start=0, end=LENGTH, form="whole")
     optimized = _optimized(graph)
     reorders = [n for n in optimized.graph.node if n.op_type in ("ReorderInput", "ReorderOutput")]
     if not reorders:
@@ -216,5 +217,54 @@ def test_elementwise_chain_between_a_reprobe_and_a_conv_runs_channels_last(regio
     X = random_one_hot(2, LENGTH, seed=7)
     assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=f"chain {region}")
     plain = _convert(model, monkeypatch, start=region[0], end=region[1], form="whole")
+    for got, want in zip(_run(graph, X), _run(plain, X)):
+        np.testing.assert_array_equal(got, want)
+
+
+def _pooled_tower() -> onnx.ModelProto:
+    """Basenji's pattern: Conv -> MaxPool -> SiLU -> BatchNormalization -> dilated Conv, then a
+    residual block whose sum is normalized again before the next dilated Conv: the pool's
+    output, the normalized tensors and the residual sum all run channels-last between the
+    Convs' reorders and the reprobes."""
+    net = Net(seed=21)
+
+    def silu(t: str) -> str:
+        return net.op("Mul", [t, net.op("Sigmoid", [t])])
+
+    def batch_norm(t: str, channels: int) -> str:
+        var = net.const(net.rng.uniform(0.5, 2.0, channels).astype(np.float32))
+        return net.op("BatchNormalization", [t, net.w(channels, scale=0.5), net.w(channels, scale=0.5),
+                                             net.w(channels, scale=0.5), var], epsilon=1e-3)
+
+    pooled = net.op("MaxPool", [net.conv("x", 4, 16, 5, pads=[2, 2])], kernel_shape=[2], strides=[2])
+    h = batch_norm(silu(pooled), 16)
+    inner = net.op("Relu", [net.conv(h, 16, 16, 3, dilations=[2], pads=[2, 2])])
+    summed = batch_norm(net.op("Add", [net.conv(inner, 16, 16, 1), h]), 16)
+    y = net.conv(net.op("Relu", [net.conv(summed, 16, 16, 3, dilations=[4], pads=[4, 4])]), 16, 2, 3, pads=[1, 1])
+    return net.model({"x": ["N", 4, LENGTH]}, {"y": y})
+
+
+def _probe_swaps(model: onnx.ModelProto) -> int:
+    """Reprobe Transposes of probe tensors (a reference row's own, of an Unsqueeze, aside)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    return len([n for n in model.graph.node if n.op_type == "Transpose" and tuple(n.attribute[0].ints) == SWAP_LAST
+                and producer[n.input[0]].op_type != "Unsqueeze"])
+
+
+@pytest.mark.parametrize("region", [(0, LENGTH), (3, 30), (9, 22)])
+def test_pools_and_batch_norms_between_convs_and_reprobes_run_channels_last(region, monkeypatch):
+    model = _pooled_tower()
+    graph = _convert(model, start=region[0], end=region[1], form="whole")
+    onnx.checker.check_model(graph, full_check=True)
+    original = {o for n in model.graph.node for o in n.output}
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    emitted = [n for n in graph.graph.node if not original.intersection(n.output)]
+    norms = [n for n in emitted if n.op_type == "BatchNormalization"]
+    assert norms and all(producer[n.input[0]].op_type == "Reshape" for n in norms), \
+        "every probe BatchNormalization should run on the (rows, C) view of a channels-last twin"
+    X = random_one_hot(2, LENGTH, seed=9)
+    assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=f"pooled {region}")
+    plain = _convert(model, monkeypatch, start=region[0], end=region[1], form="whole")
+    assert _probe_swaps(graph) < _probe_swaps(plain), "the reprobes next to the pool and the norms keep no Transpose"
     for got, want in zip(_run(graph, X), _run(plain, X)):
         np.testing.assert_array_equal(got, want)

@@ -2,34 +2,40 @@
 
 A reprobe (:func:`yuzu_onnx.emit.probes.reprobe`) gathers in the channels-last view
 ``(N, P, L, C)`` of a probe tensor ``(N*P, C, L)``: a Transpose brings the tensor there and
-another takes the result back. Where the tensor before comes from a lifted Conv
-(:mod:`yuzu_onnx.emit.conv_layout`) or the result feeds one, the Transpose can be written as
-one ONNX Runtime folds into the Conv's NCHWc reorder (``ReorderInput`` / ``ReorderOutput``
-with ``channels_last=1``, the same copy the Conv makes anyway):
+another takes the result back. ONNX Runtime's NCHWc Convs copy their input and output between
+layouts anyway (``ReorderInput`` / ``ReorderOutput``), and fold a Transpose to or from
+channels-last into that copy. So a *region* of probe tensors between lifted Convs and reprobes
+runs channels-last, as ``(N*P, 1, L, C)`` twins:
 
-- into a Conv: ``Unsqueeze(Reshape(Transpose(g, [0, 1, 3, 2]), [-1, C, L]), [2])`` is
-  ``Transpose(Reshape(g, [-1, 1, L, C]), [0, 3, 1, 2])``;
-- out of a Conv: ``Transpose(Reshape(Squeeze(y4, [2]), [-1, P, C, L]), [0, 1, 3, 2])`` is
-  ``Reshape(Transpose(y4, [0, 2, 3, 1]), [-1, P, L, C])``;
-- through elementwise nodes: where the Conv reads a chain of elementwise nodes (scalar
-  constants aside) whose leaves are such reprobes and lifted Convs' outputs (a residual ``Add``
-  of a block's last Conv and the reprobed skip, then a GELU), the chain runs on channels-last
-  twins of its leaves and one folded Transpose leads into the Conv.
+- its *leaves*, made outside it, are reprobes folded back (``Reshape(Transpose(g, SWAP_LAST),
+  [-1, C, L])``, whose twin is ``Reshape(g, [-1, 1, L, C])``) and lifted Convs' squeezed outputs
+  (through fused activations and MaxPools; twin ``Transpose(y4, [0, 2, 3, 1])``, folded into
+  the ReorderOutput);
+- its nodes are elementwise ops (scalar constants aside) and inference BatchNormalizations (run
+  on the ``(rows, C)`` reshape of the twin, where the channels are axis 1 again);
+- its *sinks* are lifted Convs (``Unsqueeze(t, [2])`` becomes ``Transpose(twin, [0, 3, 1, 2])``,
+  folded into the ReorderInput) and reprobes (``Transpose(Reshape(t, [-1, P, C, L]), SWAP_LAST)``
+  becomes ``Reshape(twin, [-1, P, L, C])``).
 
-Both sides hold the same values in the same order, so the rewrite changes no number. Measured
-(a 426 x 96 x 125 probe tensor into a Conv k3): the Transpose, 4.6 ms, goes; the NCHWc
-Conv's reorder costs what it did.
+A region is rewritten only whole (every tensor made and read inside it or at its leaves and
+sinks), so no tensor is needed in both layouts, and only where it saves a reprobe Transpose.
+Both layouts hold the same values and every node computes the same numbers (a BatchNormalization
+applies the same per-channel scale and shift on either view), so the rewrite changes no number.
+Measured on Basenji's tower (CPU, batch 1): the Transposes, 8.4 ms of 88, go; the reorders,
+the norms and the activations cost what they did.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from ..ops import attr
-from ..memory import (INTO_NCHWC_CONV, NCHWC_FUSED_ACTIVATIONS, OUT_OF_NCHWC_CONV, _subgraphs, conv_reorders,
-                      nchwc_producer)
+from ..memory import INTO_NCHWC_CONV, OUT_OF_NCHWC_CONV, _subgraphs, conv_reorders, nchwc_producer
 from .conv_layout import all_names, drop_unread_initializers, fresh_name
 from .fuse import _consumers
 
@@ -38,10 +44,11 @@ SWAP_LAST = (0, 1, 3, 2)
 
 
 def transposes_into_convs(model: onnx.ModelProto, swapped: dict[str, tuple[int, int]]) -> int:
-    """Rewrite, in place, the reprobe Transposes ``swapped`` (output -> ``(C, L)``, see
-    :attr:`EmitContext.swapped <yuzu_onnx.emit.context.EmitContext.swapped>`) next to lifted
-    2-D Convs (main graph and Loop bodies) as Transposes ONNX Runtime folds into the Convs'
-    NCHWc reorders; returns how many."""
+    """Run, in place, the regions of probe tensors between lifted 2-D Convs and the reprobe
+    Transposes ``swapped`` (output -> ``(C, L)``, see :attr:`EmitContext.swapped
+    <yuzu_onnx.emit.context.EmitContext.swapped>`) channels-last (main graph and Loop bodies),
+    so that their Transposes fold into the Convs' NCHWc reorders or become Reshapes; returns
+    how many regions."""
     constants = {t.name: t for t in model.graph.initializer}
     used = all_names(model.graph)
     count = _rewrite(model.graph, constants, used, swapped)
@@ -66,44 +73,19 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
         return name
 
     replace: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> the nodes it becomes
+    # tensors read where the readers map cannot see: the graph's outputs, Loop bodies
+    claimed: set[str] = {o.name for o in graph.output}
+    claimed |= {name for node in graph.node for sub in _subgraphs(node) for name in all_names(sub)}
     for node in graph.node:
-        if conv_reorders(node, lifted)[0]:
-            chain = _chain_into_conv(node, producer, readers, local, lifted, swapped)
-            if chain is not None:
-                unsqueeze, ops, leaves, (channels, length) = chain
-                made: dict[str, str] = {}  # 3-D tensor -> its channels-last (N*P, 1, L, C) twin
-                new_nodes = []
-                for leaf, (kind, source) in leaves.items():
-                    made[leaf] = fresh(f"{leaf}/nhwc")
-                    if kind == "swapped":
-                        new_nodes.append(helper.make_node("Reshape", [source, shape_const([-1, 1, length, channels])],
-                                                          [made[leaf]], name=made[leaf]))
-                    else:  # a lifted Conv's 4-D output, copied back channels-last by its reorder
-                        new_nodes.append(helper.make_node("Transpose", [source], [made[leaf]], name=made[leaf],
-                                                          perm=list(OUT_OF_NCHWC_CONV)))
-                for op in ops:  # the elementwise nodes, on the twins (same values, other order)
-                    twin = onnx.NodeProto()
-                    twin.CopyFrom(op)
-                    twin.name = fresh(f"{op.name or op.output[0]}/nhwc")
-                    twin.input[:] = [made.get(name, name) for name in op.input]
-                    made[op.output[0]] = fresh(f"{op.output[0]}/nhwc")
-                    twin.output[:] = [made[op.output[0]]]
-                    new_nodes.append(twin)
-                    replace[id(op)] = []
-                new_nodes.append(helper.make_node("Transpose", [made[unsqueeze.input[0]]], [unsqueeze.output[0]],
-                                                  name=fresh(f"{unsqueeze.output[0]}/t"), perm=list(INTO_NCHWC_CONV)))
-                replace[id(unsqueeze)] = new_nodes
-                count += 1
-        elif node.op_type == "Transpose" and node.output[0] in swapped:
-            out = _out_of_conv(node, producer, local, lifted, swapped)
-            if out is not None:
-                y4, probes, (channels, length) = out
-                nhwc = fresh(f"{node.output[0]}/nhwc")
-                replace[id(node)] = [
-                    helper.make_node("Transpose", [y4], [nhwc], name=nhwc, perm=list(OUT_OF_NCHWC_CONV)),
-                    helper.make_node("Reshape", [nhwc, shape_const([-1, probes, length, channels])],
-                                     list(node.output), name=fresh(f"{nhwc}/r"))]
-                count += 1
+        seed = _seed(node, producer, local, lifted, swapped)
+        if seed is None or seed in claimed:
+            continue
+        region = _region(seed, producer, readers, local, lifted, swapped)
+        if region is None or region.tensors & claimed:
+            continue
+        claimed |= region.tensors
+        _write_twins(region, replace, fresh, shape_const)
+        count += 1
     if replace:
         nodes = [new for node in graph.node for new in replace.get(id(node), [node])]
         del graph.node[:]
@@ -117,86 +99,228 @@ ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Erf", "Relu", "Sigmoid", "
                          "Abs", "Sqrt", "Gelu", "Identity"})
 
 
-def _chain_into_conv(conv: onnx.NodeProto, producer: dict, readers: dict, constants: dict, lifted: dict,
-                     swapped: dict):
-    """``conv`` reads ``Unsqueeze(f, [2])`` where ``f`` is a swapped reprobe folded back to
-    ``(N*P, C, L)`` (``Reshape(Transpose(g, SWAP_LAST), [-1, C, L])``), or is computed by
-    elementwise nodes (scalar constants aside) from *leaves* that are each such a reprobe or a
-    lifted Conv's squeezed output, with at least one reprobe, and every intermediate read only
-    inside the chain (a residual ``Add`` of a block's last Conv and the reprobed skip, then a
-    GELU, in Basenji's tower): ``(the Unsqueeze, the chain's nodes in graph order (none for a
-    reprobe alone), {leaf: ("swapped", g) | ("conv", y4)}, (C, L))``; else None. The chain then
-    runs channels-last and the Transposes fold into the Convs' reorders."""
-    unsqueeze = producer.get(conv.input[0])
-    if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or _ints(unsqueeze, 1, constants) != [2]:
-        return None
+class Leaf(NamedTuple):
+    """A region tensor made outside it: ``kind`` "swapped" (``made`` is
+    ``Reshape(Transpose(source, SWAP_LAST))``) or "conv" (``made`` is ``Squeeze(source, [2])``,
+    ``source`` a lifted NCHWc Conv's output)."""
+
+    kind: str
+    source: str
+    made: onnx.NodeProto
+
+
+class Sink(NamedTuple):
+    """Where a region tensor ``tensor`` leaves it: ``kind`` "conv" (``node`` is the Unsqueeze
+    NCHWc Convs read) or "reprobe" (``node`` is the reprobe Transpose of its ``(N, probes, C, L)``
+    Reshape)."""
+
+    kind: str
+    node: onnx.NodeProto
+    probes: int
+    tensor: str
+
+
+@dataclass
+class Region:
+    """A connected set of 3-D probe tensors ``(N*P, C, L)`` that can all run channels-last.
+
+    Attributes
+    ----------
+    ops : list of onnx.NodeProto
+        The elementwise nodes and BatchNormalizations between them, in graph order.
+    leaves : dict of str to Leaf
+        The tensors made outside the region: a reprobe folded back, or a lifted NCHWc Conv's
+        output squeezed.
+    sinks : list of Sink
+        Where tensors leave it: into NCHWc Convs, or into reprobes.
+    dims : tuple of int
+        ``(C, L)``.
+    tensors : set of str
+        Every tensor of the region.
+    """
+
+    ops: list
+    leaves: dict
+    sinks: list
+    dims: tuple[int, int]
+    tensors: set
+
+
+def _seed(node: onnx.NodeProto, producer: dict, constants: dict, lifted: dict, swapped: dict) -> str | None:
+    """The 3-D probe tensor a reprobe Transpose or an NCHWc Conv's Unsqueeze reads, or None."""
+    if node.op_type == "Transpose" and node.output[0] in swapped:
+        unfold = producer.get(node.input[0])
+        return unfold.input[0] if unfold is not None and unfold.op_type == "Reshape" else None
+    if conv_reorders(node, lifted)[0]:
+        unsqueeze = producer.get(node.input[0])
+        return unsqueeze.input[0] if unsqueeze is not None and unsqueeze.op_type == "Unsqueeze" else None
+    return None
+
+
+def _region(seed: str, producer: dict, readers: dict, constants: dict, lifted: dict, swapped: dict) -> Region | None:
+    """The region of probe tensors connected to ``seed`` through elementwise nodes (scalar
+    constants aside) and inference BatchNormalizations, if every one of them is made by a
+    node of the region or is a leaf, and read only by nodes of the region or by sinks (see
+    :class:`Region`), their ``(C, L)`` agree, and at least one reprobe Transpose is saved;
+    else None. Running the region channels-last then costs no Transpose pass: the leaves'
+    and sinks' Transposes fold into NCHWc reorders or become Reshapes."""
     ops: dict[int, onnx.NodeProto] = {}
     leaves: dict[str, tuple[str, str]] = {}
+    sinks: list[tuple] = []
     dims: set[tuple[int, int]] = set()
-    conv_channels: set[int] = set()
-    pending, seen = [unsqueeze.input[0]], set()
+    channels: set[int] = set()
+    pending, seen = [seed], set()
     while pending:
         name = pending.pop()
         if name in seen:
             continue
         seen.add(name)
-        node = producer.get(name)
-        if node is None:
-            return None
-        if node.op_type == "Reshape" and node.input[0] in swapped:
-            transpose = producer.get(node.input[0])
-            if (transpose is None or tuple(attr(transpose, "perm", ())) != SWAP_LAST
-                    or _ints(node, 1, constants) != [-1, *swapped[node.input[0]]]):
-                return None
-            leaves[name] = ("swapped", transpose.input[0])
-            dims.add(swapped[node.input[0]])
-            continue
-        if node.op_type == "Squeeze" and _ints(node, 1, constants) == [2]:
-            made = nchwc_producer(node.input[0], producer, lifted)
-            if made is None:
-                return None
-            leaves[name] = ("conv", node.input[0])
-            conv_channels.add(lifted[made.input[1]][0])
-            continue
-        if node.op_type not in ELEMENTWISE or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
-            return None
-        ops[id(node)] = node
-        for source in node.input:
-            if source in constants:
-                if int(np.prod(constants[source].dims)) != 1:
-                    return None  # a constant broadcast along channels or length depends on the layout
+        made = producer.get(name)
+        leaf = _leaf(made, producer, readers, constants, lifted, swapped)
+        if leaf is not None:
+            leaves[name] = leaf
+            if leaf.kind == "swapped":
+                dims.add(swapped[made.input[0]])
             else:
-                pending.append(source)
-    if len(dims) != 1 or not any(kind == "swapped" for kind, _ in leaves.values()):
+                channels.add(lifted[nchwc_producer(leaf.source, producer, lifted).input[1]][0])
+        elif _layout_free(made, constants):
+            ops[id(made)] = made
+            pending.extend(source for source in _data_inputs(made) if source not in constants)
+        else:
+            return None
+        for user in readers.get(name, []):
+            if _layout_free(user, constants) and name in _data_inputs(user):
+                pending.append(user.output[0])
+                continue
+            sink = _sink(user, readers, constants, lifted, swapped)
+            if sink is None:
+                return None
+            sinks.append(sink)
+            if sink.kind == "reprobe":
+                dims.add(swapped[sink.node.output[0]])
+            else:
+                channels |= {lifted[conv.input[1]][1] for conv in readers[user.output[0]]}
+    if len(dims) != 1 or not (any(leaf.kind == "swapped" for leaf in leaves.values())
+                              or any(sink.kind == "reprobe" for sink in sinks)):
         return None
-    (channels, length), = dims
-    if conv_channels - {channels}:
+    (c, length), = dims
+    if channels - {c}:
         return None
-    inside = set(ops) | {id(unsqueeze)}
-    if any(id(user) not in inside for op in ops.values() for user in readers.get(op.output[0], [])):
-        return None  # an intermediate read elsewhere would be needed in both layouts
-    order = [op for op in producer.values() if id(op) in ops]  # graph order; one output each
-    return unsqueeze, order, leaves, (channels, length)
+    order = [node for node in producer.values() if id(node) in ops]  # graph order; one output each
+    return Region(order, leaves, sinks, (c, length), seen)
 
 
-def _out_of_conv(transpose: onnx.NodeProto, producer: dict, constants: dict, lifted: dict, swapped: dict):
-    """(the lifted Conv's 4-D output, P, (C, L)) where the swapped ``transpose`` is
-    ``Transpose(Reshape(Squeeze(y4, [2]), [-1, P, C, L]), SWAP_LAST)`` of a lifted Conv's
-    output ``y4`` (an activation ONNX Runtime fuses into it included); else None."""
-    if tuple(attr(transpose, "perm", ())) != SWAP_LAST:
+def _leaf(made: onnx.NodeProto | None, producer: dict, readers: dict, constants: dict, lifted: dict,
+          swapped: dict) -> Leaf | None:
+    """A "swapped" leaf if ``made`` is ``Reshape(Transpose(g, SWAP_LAST), [-1, C, L])`` of a
+    swapped reprobe, a "conv" leaf if it is ``Squeeze(y4, [2])`` of a lifted NCHWc Conv's
+    output (through fused activations and MaxPools) that nothing else reads; else None."""
+    if made is None:
         return None
-    unfold = producer.get(transpose.input[0])
-    if unfold is None or unfold.op_type != "Reshape":
+    if made.op_type == "Reshape" and made.input[0] in swapped:
+        transpose = producer.get(made.input[0])
+        if (transpose is not None and tuple(attr(transpose, "perm", ())) == SWAP_LAST
+                and _ints(made, 1, constants) == [-1, *swapped[made.input[0]]]):
+            return Leaf("swapped", transpose.input[0], made)
         return None
-    dims = _ints(unfold, 1, constants)
-    if dims is None or len(dims) != 4 or dims[0] != -1 or dims[1] <= 0 or tuple(dims[2:]) != swapped[transpose.output[0]]:
+    if made.op_type == "Squeeze" and _ints(made, 1, constants) == [2]:
+        y4 = made.input[0]
+        if len(readers.get(y4, [])) == 1 and nchwc_producer(y4, producer, lifted) is not None:
+            return Leaf("conv", y4, made)
+    return None
+
+
+def _sink(user: onnx.NodeProto, readers: dict, constants: dict, lifted: dict, swapped: dict) -> Sink | None:
+    """A "conv" sink if ``user`` is ``Unsqueeze(t, [2])`` read only as the input of NCHWc
+    Convs; a "reprobe" sink if it is ``Reshape(t, [-1, P, C, L])`` read only by one swapped
+    reprobe Transpose; else None."""
+    users = readers.get(user.output[0], []) if len(user.output) == 1 else []
+    if not users:
         return None
-    squeeze = producer.get(unfold.input[0])
-    if squeeze is None or squeeze.op_type != "Squeeze" or _ints(squeeze, 1, constants) != [2]:
+    if user.op_type == "Unsqueeze" and _ints(user, 1, constants) == [2]:
+        if all(conv_reorders(conv, lifted)[0] and conv.input[0] == user.output[0]
+               and list(conv.input).count(user.output[0]) == 1 for conv in users):
+            return Sink("conv", user, 0, user.input[0])
         return None
-    if nchwc_producer(squeeze.input[0], producer, lifted, through=NCHWC_FUSED_ACTIVATIONS) is None:
-        return None
-    return squeeze.input[0], dims[1], swapped[transpose.output[0]]
+    if user.op_type == "Reshape" and len(users) == 1:
+        transpose = users[0]
+        dims = _ints(user, 1, constants)
+        if (transpose.op_type == "Transpose" and transpose.output[0] in swapped
+                and tuple(attr(transpose, "perm", ())) == SWAP_LAST and dims is not None and len(dims) == 4
+                and dims[0] == -1 and dims[1] > 0 and tuple(dims[2:]) == swapped[transpose.output[0]]):
+            return Sink("reprobe", transpose, dims[1], user.input[0])
+    return None
+
+
+def _layout_free(node: onnx.NodeProto | None, constants: dict) -> bool:
+    """Whether ``node`` computes the same numbers on a channels-last view: an elementwise op
+    whose constants are scalars, or an inference BatchNormalization (run on the view's
+    ``(rows, C)`` reshape, where the channels are axis 1 again)."""
+    if node is None or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        return False
+    if node.op_type == "BatchNormalization":  # per-channel statistics: the (rows, C) view keeps them
+        return (len(node.input) == 5 and all(name in constants and len(constants[name].dims) == 1
+                                             for name in node.input[1:])
+                and not attr(node, "training_mode", 0) and attr(node, "spatial", 1) == 1)
+    return node.op_type in ELEMENTWISE and all(
+        int(np.prod(constants[name].dims)) == 1 for name in node.input if name in constants)
+
+
+def _data_inputs(node: onnx.NodeProto) -> list[str]:
+    """The inputs that carry the tensor's values (a BatchNormalization's statistics aside)."""
+    return list(node.input[:1]) if node.op_type == "BatchNormalization" else [n for n in node.input if n]
+
+
+def _write_twins(region: Region, replace: dict, fresh, shape_const) -> None:
+    """Record in ``replace`` the channels-last ``(N*P, 1, L, C)`` twins of ``region``: each
+    leaf's twin where the leaf was made, each op's where the op was, each sink rewritten in
+    place (the originals then have no readers and are dropped)."""
+    c, length = region.dims
+    twin: dict[str, str] = {}
+    for name, leaf in region.leaves.items():
+        twin[name] = fresh(f"{name}/nhwc")
+        if leaf.kind == "swapped":
+            made = helper.make_node("Reshape", [leaf.source, shape_const([-1, 1, length, c])], [twin[name]],
+                                    name=twin[name])
+        else:  # a lifted Conv's 4-D output, copied back channels-last by its reorder
+            made = helper.make_node("Transpose", [leaf.source], [twin[name]], name=twin[name],
+                                    perm=list(OUT_OF_NCHWC_CONV))
+        replace[id(leaf.made)] = [made]
+    for op in region.ops:
+        twin[op.output[0]] = fresh(f"{op.output[0]}/nhwc")
+        replace[id(op)] = _twin_op(op, twin, c, length, fresh, shape_const)
+    for sink in region.sinks:
+        if sink.kind == "conv":  # Unsqueeze(t, [2]) -> the Transpose the Conv's ReorderInput folds
+            replace[id(sink.node)] = [helper.make_node(
+                "Transpose", [twin[sink.tensor]], list(sink.node.output),
+                name=fresh(f"{sink.node.output[0]}/t"), perm=list(INTO_NCHWC_CONV))]
+        else:  # the reprobe's (N, P, L, C) view is a Reshape of the twin
+            replace[id(sink.node)] = [helper.make_node(
+                "Reshape", [twin[sink.tensor], shape_const([-1, sink.probes, length, c])],
+                list(sink.node.output), name=fresh(f"{sink.node.output[0]}/nhwc"))]
+
+
+def _twin_op(op: onnx.NodeProto, twin: dict, c: int, length: int, fresh, shape_const) -> list[onnx.NodeProto]:
+    """``op`` on the channels-last twins: a copy for an elementwise op; for a BatchNormalization
+    the same node on the ``(rows, C)`` reshape of its twin input (bit for bit: ONNX Runtime
+    applies the same per-channel scale and shift)."""
+    if op.op_type != "BatchNormalization":
+        copy = onnx.NodeProto()
+        copy.CopyFrom(op)
+        copy.name = fresh(f"{op.name or op.output[0]}/nhwc")
+        copy.input[:] = [twin.get(name, name) for name in op.input]
+        copy.output[:] = [twin[op.output[0]]]
+        return [copy]
+    rows, normed = fresh(f"{op.output[0]}/rows"), fresh(f"{op.output[0]}/rows_bn")
+    copy = onnx.NodeProto()
+    copy.CopyFrom(op)
+    copy.name = fresh(f"{op.name or op.output[0]}/nhwc")
+    copy.input[:] = [rows, *op.input[1:]]
+    copy.output[:] = [normed]
+    return [helper.make_node("Reshape", [twin[op.input[0]], shape_const([-1, c])], [rows], name=rows),
+            copy,
+            helper.make_node("Reshape", [normed, shape_const([-1, 1, length, c])], [twin[op.output[0]]],
+                             name=twin[op.output[0]])]
 
 
 def _lifted_weights(constants: dict) -> dict[str, tuple[int, ...]]:
