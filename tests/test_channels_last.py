@@ -223,9 +223,9 @@ def test_elementwise_chain_between_a_reprobe_and_a_conv_runs_channels_last(regio
 
 def _pooled_tower() -> onnx.ModelProto:
     """Basenji's pattern: Conv -> MaxPool -> SiLU -> BatchNormalization -> dilated Conv, then a
-    residual block whose sum is normalized again before the next dilated Conv: the pool's
-    output, the normalized tensors and the residual sum all run channels-last between the
-    Convs' reorders and the reprobes."""
+    residual block (its 1 x 1 Conv plus the reprobed skip) whose sum is normalized again before
+    the next dilated Conv: the pool's output, the normalized tensors, the 1 x 1 Conv and the
+    residual sum all run channels-last between the Convs' reorders and the reprobes."""
     net = Net(seed=21)
 
     def silu(t: str) -> str:
@@ -252,7 +252,7 @@ def _probe_swaps(model: onnx.ModelProto) -> int:
 
 
 @pytest.mark.parametrize("region", [(0, LENGTH), (3, 30), (9, 22)])
-def test_pools_and_batch_norms_between_convs_and_reprobes_run_channels_last(region, monkeypatch):
+def test_pools_norms_and_pointwise_convs_between_convs_and_reprobes_run_channels_last(region, monkeypatch):
     model = _pooled_tower()
     graph = _convert(model, start=region[0], end=region[1], form="whole")
     onnx.checker.check_model(graph, full_check=True)
@@ -262,6 +262,7 @@ def test_pools_and_batch_norms_between_convs_and_reprobes_run_channels_last(regi
     norms = [n for n in emitted if n.op_type == "BatchNormalization"]
     assert norms and all(producer[n.input[0]].op_type == "Reshape" for n in norms), \
         "every probe BatchNormalization should run on the (rows, C) view of a channels-last twin"
+    assert any(n.op_type == "Gemm" for n in emitted), "the residual block's 1 x 1 Conv should run as a Gemm"
     X = random_one_hot(2, LENGTH, seed=9)
     assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=f"pooled {region}")
     plain = _convert(model, monkeypatch, start=region[0], end=region[1], form="whole")
