@@ -212,6 +212,8 @@ def _region(seed: str, producer: dict, readers: dict, constants: dict, lifted: d
         else:
             return None
         for user in readers.get(name, []):
+            if user is None:  # a graph output, or read inside a Loop body
+                return None
             if _layout_free(user, constants) and name in _data_inputs(user):
                 pending.append(user.output[0])
                 continue
@@ -234,7 +236,8 @@ def _region(seed: str, producer: dict, readers: dict, constants: dict, lifted: d
 
 
 def _only_reader(node: onnx.NodeProto, readers: dict) -> onnx.NodeProto | None:
-    """The one node that reads ``node``'s one output, or None."""
+    """The one node that reads ``node``'s one output, or None (also where that is a graph
+    output or a Loop body)."""
     users = readers.get(node.output[0], []) if len(node.output) == 1 else []
     return users[0] if len(users) == 1 else None
 
@@ -274,6 +277,8 @@ def _ends_in_sinks(name: str, readers: dict, constants: dict, lifted: dict, swap
             continue
         seen.add(tensor)
         for user in readers.get(tensor, []):
+            if user is None:
+                return False
             if _layout_free(user, constants) and tensor in _data_inputs(user):
                 pending.append(user.output[0])
             elif _sink(user, readers, constants, lifted, swapped) is None and not (
@@ -309,7 +314,7 @@ def _sink(user: onnx.NodeProto, readers: dict, constants: dict, lifted: dict, sw
     Convs; a "reprobe" sink if it is ``Reshape(t, [-1, P, C, L])`` read only by one swapped
     reprobe Transpose; else None."""
     users = readers.get(user.output[0], []) if len(user.output) == 1 else []
-    if not users:
+    if not users or None in users:  # None: a graph output, or read inside a Loop body
         return None
     if user.op_type == "Unsqueeze" and _ints(user, 1, constants) == [2]:
         if all(conv_reorders(conv, lifted)[0] and conv.input[0] == user.output[0]
