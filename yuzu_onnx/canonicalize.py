@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper, shape_inference
 
 from .errors import UnsupportedModelError
+from .graph_walk import drop_unread_initializers
 from .load import SequenceInput, static_dims
 from .opset import ensure_supported_opset
 
@@ -79,7 +80,7 @@ def canonicalize(model: onnx.ModelProto, seq: SequenceInput,
             break
         # Inference had copied the hard-coded batch onto the outputs: free it and infer again
         # (which frees the batch of the next Reshape that hard-codes it, if any).
-        _drop_unused_initializers(model)
+        drop_unread_initializers(model, with_inputs=True)
         _make_batch_dynamic(model, seq.name)
         model = _infer(model)
     return model, tensor_infos(model)
@@ -308,18 +309,6 @@ def _remove_identities(model: onnx.ModelProto) -> None:
                 node.input[i] = rename[name]
     del graph.node[:]
     graph.node.extend(keep)
-
-
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    used = {name for node in model.graph.node for name in node.input}
-    used.update(o.name for o in model.graph.output)
-    dropped = {t.name for t in model.graph.initializer if t.name not in used}
-    keep = [t for t in model.graph.initializer if t.name not in dropped]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    inputs = [i for i in model.graph.input if i.name not in dropped]
-    del model.graph.input[:]
-    model.graph.input.extend(inputs)
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:

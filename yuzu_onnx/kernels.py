@@ -21,6 +21,8 @@ import onnx
 import onnx.defs
 import onnx.shape_inference
 
+from .graph_walk import subgraphs
+
 __all__ = ["missing_cuda_kernels"]
 
 DEFAULT_DOMAIN = "ai.onnx"
@@ -266,15 +268,6 @@ def _graph_elem_types(graph: onnx.GraphProto) -> dict[str, int]:
     return types
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    """Graphs held in a node's attributes (If, Loop, Scan bodies)."""
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
 def _opsets(imports: Iterable[onnx.OperatorSetIdProto]) -> dict[str, int]:
     """Opset imports as ``{domain: version}`` with the default domain named ``"ai.onnx"``."""
     return {_normalise_domain(imp.domain): int(imp.version) for imp in imports}
@@ -309,7 +302,7 @@ def _walk(
         problem = _check_node(node, scope)
         if problem is not None:
             yield problem
-        for graph in _subgraphs(node):
+        for graph in subgraphs(node):
             inner = _Scope(scope.opsets, {**scope.elem_types, **_graph_elem_types(graph)})
             yield from _walk(graph.node, inner, functions, seen_functions)
 

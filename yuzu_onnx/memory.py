@@ -18,6 +18,7 @@ import onnx
 from onnx import shape_inference
 
 from .errors import MemoryBudgetError
+from .graph_walk import subgraphs
 from .ops import attr
 
 #: cuDNN refuses tensors of 2^31 elements or more (CUDNN_STATUS_NOT_SUPPORTED), and ONNX
@@ -146,7 +147,7 @@ def static_shapes(graph: onnx.GraphProto, into: dict | None = None) -> dict[str,
     for t in graph.initializer:
         into[t.name] = (tuple(t.dims), _itemsize(t.data_type))
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             static_shapes(sub, into)
     return into
 
@@ -159,7 +160,7 @@ def _infer_loop_bodies(model: onnx.ModelProto) -> None:
     known = {vi.name: vi for vi in list(graph.input) + list(graph.value_info) + list(graph.output)}
     small = {t.name: t for t in graph.initializer}
     for node in graph.node:
-        for body in _subgraphs(node):
+        for body in subgraphs(node):
             produced = {i.name for i in body.input} | {o for n in body.node for o in n.output}
             outer = sorted({n for inner in body.node for n in _node_inputs(inner) if n not in produced})
             standalone = onnx.ModelProto()
@@ -186,7 +187,7 @@ def _fix_batch_param(graph: onnx.GraphProto, batch: int) -> None:
                 d.ClearField("dim_param")
                 d.dim_value = batch
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _fix_batch_param(sub, batch)
 
 
@@ -311,18 +312,14 @@ def _collect_sizes(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]]) ->
         if size is not None:
             sizes[vi.name] = size
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _collect_sizes(sub, sizes)
-
-
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
 
 
 def _node_inputs(node: onnx.NodeProto) -> list[str]:
     """A node's inputs, plus the outer-scope tensors its subgraphs read (kept alive while it runs)."""
     names = [n for n in node.input if n]
-    for sub in _subgraphs(node):
+    for sub in subgraphs(node):
         produced = {i.name for i in sub.input} | {o for n in sub.node for o in n.output}
         names.extend(n for inner in sub.node for n in _node_inputs(inner) if n not in produced)
     return names
@@ -428,7 +425,7 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
             peak = max(peak, live + body_peak + total, live + 2 * total)
             slices = []
             if arena is not None:
-                slices = _replay_iterations(_subgraphs(node)[0], trips, sizes, constants, model, arena)
+                slices = _replay_iterations(subgraphs(node)[0], trips, sizes, constants, model, arena)
             for name, size in zip(outputs, scans):
                 new_buffer(name, size)
             for handle in slices:
@@ -618,7 +615,7 @@ def _loop_body(node: onnx.NodeProto, sizes: dict[str, tuple[int, int]], constant
                model: onnx.ModelProto | None) -> tuple[int, int, int, list[int]]:
     """(body peak, largest, unknown, bytes of each scan output over all iterations) of a Loop
     whose trip count is a constant."""
-    body = _subgraphs(node)[0]
+    body = subgraphs(node)[0]
     trips = _constant_value(model, node.input[0]) if model is not None else None
     trips = int(np.asarray(trips).reshape(-1)[0]) if trips is not None else 1
     scan_outputs = [o.name for o in body.output[1:]]  # no loop-carried values in our Loops
@@ -638,7 +635,7 @@ def _constant_tensors(graph: onnx.GraphProto, weights: set[str]) -> set[str]:
     folds the latter into initializers when it creates the session."""
     constants = set(weights)
     for node in graph.node:
-        if not _subgraphs(node) and all(name in constants for name in node.input if name):
+        if not subgraphs(node) and all(name in constants for name in node.input if name):
             constants.update(o for o in node.output if o)
     return constants
 

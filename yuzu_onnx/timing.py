@@ -27,7 +27,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .memory import _subgraphs, folded_transposes, nchwc_weights, static_shapes, with_batch
+from .graph_walk import subgraphs
+from .memory import folded_transposes, nchwc_weights, static_shapes, with_batch
 
 DATA = Path(__file__).resolve().parent / "data"
 #: Op types that share a cost curve (the ops themselves differ little in what they do per byte).
@@ -146,13 +147,13 @@ def _graph_seconds(graph: onnx.GraphProto, shape: dict, table: dict[str, NodeCos
     for node in graph.node:
         if node.op_type == "Transpose" and node.output[0] in folded:
             continue
-        if node.input and all(n in constants for n in node.input if n) and not _subgraphs(node):
+        if node.input and all(n in constants for n in node.input if n) and not subgraphs(node):
             constants.update(node.output)  # folded at session creation
             continue
         if node.op_type == "Loop":
             trips = next((np.asarray(onnx.numpy_helper.to_array(t)).reshape(-1)[0] for t in model.graph.initializer
                           if t.name == node.input[0]), 1)
-            body = _graph_seconds(_subgraphs(node)[0], shape, table, set(constants), model)
+            body = _graph_seconds(subgraphs(node)[0], shape, table, set(constants), model)
             total += int(trips) * (body + table.get("Loop", DEFAULT).overhead)
             continue
         group, nbytes, flops, count, narrow = node_features(node, shape)

@@ -39,8 +39,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..ops import attr
-from ..memory import INTO_NCHWC_CONV, OUT_OF_NCHWC_CONV, _subgraphs, conv_reorders, nchwc_producer
-from .conv_layout import all_names, drop_unread_initializers, fresh_name
+from ..graph_walk import all_names, drop_unread_initializers, subgraphs
+from ..memory import INTO_NCHWC_CONV, OUT_OF_NCHWC_CONV, conv_reorders, nchwc_producer
+from .conv_layout import fresh_name
 from .fuse import _consumers
 
 #: The reprobe's transposes of a 3-D probe tensor's unfolded view: swap length and channels.
@@ -62,7 +63,8 @@ def transposes_into_convs(model: onnx.ModelProto, swapped: dict[str, tuple[int, 
 
 
 def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: dict) -> int:
-    count = sum(_rewrite(sub, constants, used, swapped) for node in graph.node for sub in _subgraphs(node))
+    """Rewrite the regions of ``graph`` and of its Loop bodies; returns how many."""
+    count = sum(_rewrite(sub, constants, used, swapped) for node in graph.node for sub in subgraphs(node))
     local = dict(constants)
     local.update({t.name: t for t in graph.initializer})
     lifted = _lifted_weights(local)
@@ -84,9 +86,7 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
         return name, value.shape
 
     replace: dict[int, list[onnx.NodeProto]] = {}  # id(node) -> the nodes it becomes
-    # tensors read where the readers map cannot see: the graph's outputs, Loop bodies
-    claimed: set[str] = {o.name for o in graph.output}
-    claimed |= {name for node in graph.node for sub in _subgraphs(node) for name in all_names(sub)}
+    claimed: set[str] = set()  # tensors of the regions found so far (each is found once)
     for node in graph.node:
         seed = _seed(node, producer, local, lifted, swapped)
         if seed is None or seed in claimed:
@@ -94,7 +94,7 @@ def _rewrite(graph: onnx.GraphProto, constants: dict, used: set[str], swapped: d
         # 1 x 1 Convs inside the region where it can hold them, else only around them
         region = (_region(seed, producer, readers, local, lifted, swapped, pointwise=True)
                   or _region(seed, producer, readers, local, lifted, swapped, pointwise=False))
-        if region is None or region.tensors & claimed:
+        if region is None:
             continue
         claimed |= region.tensors
         _write_twins(region, replace, swapped, local, fresh, shape_const, add_constant)
@@ -444,10 +444,10 @@ def _without_dead(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[o
     keep = {o.name for o in graph.output}
     alive: list[onnx.NodeProto] = []
     for node in reversed(nodes):
-        if (any(out in keep for out in node.output) or _subgraphs(node)
+        if (any(out in keep for out in node.output) or subgraphs(node)
                 or node.op_type not in ("Transpose", "Reshape", "Squeeze", "Unsqueeze")):
             alive.append(node)
             keep.update(node.input)
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 keep |= all_names(sub)
     return alive[::-1]

@@ -24,7 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..memory import NCHWC_FUSED_ACTIVATIONS, _itemsize, _subgraphs
+from ..graph_walk import all_names, drop_unread_initializers, subgraphs
+from ..memory import NCHWC_FUSED_ACTIVATIONS, _itemsize
 from .fuse import _consumers
 
 Emitted = Callable[[onnx.NodeProto], bool]
@@ -55,33 +56,6 @@ def convs_as_unit_height(model: onnx.ModelProto, emitted: Emitted) -> int:
     if count:  # 3-D weights now read by no node (a Loop body's Convs read their own copies)
         drop_unread_initializers(model)
     return count
-
-
-def drop_unread_initializers(model: onnx.ModelProto) -> None:
-    """Remove, in place, the initializers (main graph and subgraphs) that no node reads (ONNX
-    Runtime warns of each at session creation); those that are also graph inputs stay."""
-    read = _read_names(model.graph)
-    _drop_unread(model.graph, read | {i.name for i in model.graph.input})
-
-
-def _read_names(graph: onnx.GraphProto) -> set[str]:
-    """Every name a node of ``graph`` or of its subgraphs reads, or a graph returns."""
-    names = {o.name for o in graph.output}
-    for node in graph.node:
-        names.update(node.input)
-        for sub in _subgraphs(node):
-            names |= _read_names(sub)
-    return names
-
-
-def _drop_unread(graph: onnx.GraphProto, read: set[str]) -> None:
-    kept = [t for t in graph.initializer if t.name in read]
-    if len(kept) < len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-    for node in graph.node:
-        for sub in _subgraphs(node):
-            _drop_unread(sub, read | {i.name for i in sub.input})
 
 
 def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, constants: dict,
@@ -119,7 +93,7 @@ def _rewrite(graph: onnx.GraphProto, main: onnx.GraphProto, emitted: Emitted, co
     for node in graph.node:
         if id(node) in absorbed:
             continue
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             count += _rewrite(sub, main, emitted, constants, used, allowance)
         copied = copy_bytes(node) if _applies(node, emitted, constants) else None
         if copied is None or copied > allowance[0]:
@@ -227,14 +201,3 @@ def _lifted(node: onnx.NodeProto) -> dict:
             value = [0, value[0], 0, value[1]]
         attrs[a.name] = value
     return attrs
-
-
-def all_names(graph: onnx.GraphProto) -> set[str]:
-    names = {t.name for t in graph.initializer} | {i.name for i in graph.input} | {o.name for o in graph.output}
-    for node in graph.node:
-        names.update(node.input)
-        names.update(node.output)
-        names.add(node.name)
-        for sub in _subgraphs(node):
-            names |= all_names(sub)
-    return names

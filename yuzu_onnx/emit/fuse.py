@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..memory import _subgraphs, static_shapes, with_batch
+from ..graph_walk import subgraphs
+from ..memory import static_shapes, with_batch
 
 # Gemm's element types on both providers (ORT's kernel table); float16 has no CPU Gemm.
 _GEMM_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
@@ -45,7 +46,7 @@ def _has_candidate(graph: onnx.GraphProto, emitted: Emitted, constants: dict) ->
     """Whether any MatMul + bias pair matches (before paying for shape inference)."""
     consumers = _consumers(graph)
     return any(_match(node, consumers, constants, emitted) is not None
-               or any(_has_candidate(sub, emitted, constants) for sub in _subgraphs(node)) for node in graph.node)
+               or any(_has_candidate(sub, emitted, constants) for sub in subgraphs(node)) for node in graph.node)
 
 
 def _rewrite(graph: onnx.GraphProto, emitted: Emitted, constants: dict, trailing: dict,
@@ -54,7 +55,7 @@ def _rewrite(graph: onnx.GraphProto, emitted: Emitted, constants: dict, trailing
     nodes: list[onnx.NodeProto] = []
     dropped: set[str] = set()
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             _rewrite(sub, emitted, constants, trailing, main)
         if node.output and node.output[0] in dropped:
             continue
@@ -110,7 +111,7 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list]:
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-        for sub in _subgraphs(node):  # a body reading the tensor from the outer scope
+        for sub in subgraphs(node):  # a body reading the tensor from the outer scope
             for inner in sub.node:
                 for name in inner.input:
                     readers.setdefault(name, []).append(None)
