@@ -140,7 +140,8 @@ class Region:
     Attributes
     ----------
     ops : list of onnx.NodeProto
-        The elementwise nodes and BatchNormalizations between them, in graph order.
+        The nodes between them, in graph order: elementwise ops, BatchNormalizations, and the
+        Squeeze that stands for each pointwise Conv (see ``pointwise``).
     leaves : dict of str to Leaf
         The tensors made outside the region: a reprobe folded back, or a lifted NCHWc Conv's
         output squeezed.
@@ -182,8 +183,9 @@ def _region(seed: str, producer: dict, readers: dict, constants: dict, lifted: d
     constants aside), inference BatchNormalizations and (if ``pointwise``) 1 x 1 Convs, if
     every one of them is made by a node of the region or is a leaf, and read only by nodes of
     the region or by sinks (see :class:`Region`), their lengths agree, and at least one
-    reprobe Transpose is saved; else None. Running the region channels-last then costs no Transpose pass: the leaves'
-    and sinks' Transposes fold into NCHWc reorders or become Reshapes."""
+    reprobe Transpose is saved; else None. Running the region channels-last then costs no
+    Transpose pass: the leaves' and sinks' Transposes fold into NCHWc reorders or become
+    Reshapes."""
     ops: dict[int, onnx.NodeProto] = {}
     inside: dict[int, tuple[onnx.NodeProto, onnx.NodeProto]] = {}  # the pointwise Convs
     leaves: dict[str, Leaf] = {}
