@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 
 from .context import EmitContext
-from .materialize import materialize
+from .materialize import materialize, materialize_with_reference
 
 
 def ism_output_name(output: str) -> str:
@@ -20,15 +20,12 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     a, s, region = plan.seq.alphabet, plan.subs, plan.requested_region
     name = b.reserve(ism_output_name(output))
     rest = list(range(3, 3 + len(out_dims)))
-    if output in ctx.mut:  # per mutant already (a tiled plan's Loop leaves every output so)
-        per_mutant = ctx.mut[output]
-    elif ctx.is_seq(output):
-        per_mutant = materialize(ctx, output)
-    else:  # the output does not depend on the sequence: every slot equals y0
+    if not ctx.is_seq(output) and output not in ctx.mut:  # every slot equals y0
         return b.op("Expand", [_y0_broadcast(ctx, output, out_dims), b.ints([1, a, region] + [1] * len(out_dims))],
                     outputs=[name])
-    by_slot = b.reshape(per_mutant, [-1, plan.region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
     if plan.substitutions == "all":
+        per_mutant = ctx.mut[output] if output in ctx.mut else materialize(ctx, output)
+        by_slot = b.reshape(per_mutant, [-1, plan.region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
         by_slot = _unreached_as_y0(ctx, output, by_slot, out_dims)
         return b.op("Transpose", [by_slot], outputs=[name], perm=[0, 2, 1] + rest)
     # alt: character a at a position i with reference r is mutant slot a - (a > r); r itself,
@@ -36,9 +33,15 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     # gets y0. One GatherND per sequence picks each (a, i)'s row from the mutants' rows and y0
     # appended after them, already in y_hat's (A, L) order: two passes over the output instead
     # of two Concats, two Wheres and a Transpose (and a Concat of y0 for trimmed positions).
+    # (a tiled plan's Loop leaves every output per mutant; a whole plan materializes the
+    # mutants' rows with y0's after them, one pass, no Concat of the M rows)
     seq = plan.seq
-    rows = b.reshape(by_slot, [0, plan.region * s, *out_dims], "by_row")  # (N, M, *out)
-    table = b.op("Concat", [rows, b.reshape(output, [-1, 1, *out_dims], "y0_row")], "rows_y0", axis=1)
+    if output in ctx.mut or ctx.tiling is not None:
+        per_mutant = ctx.mut[output] if output in ctx.mut else materialize(ctx, output)
+        rows = b.reshape(per_mutant, [-1, plan.region * s, *out_dims], "by_row")  # (N, M, *out)
+        table = b.op("Concat", [rows, b.reshape(output, [-1, 1, *out_dims], "y0_row")], "rows_y0", axis=1)
+    else:
+        table = materialize_with_reference(ctx, output)  # (N, M + 1, *out)
     ref = b.op("ArgMax", [seq.name], "ref_char", axis=seq.channel_axis, keepdims=0)  # (N, L)
     ref = b.op("Slice", [ref, b.ints([plan.requested_start]), b.ints([plan.requested_end]), b.ints([1])],
                "ref_region")
