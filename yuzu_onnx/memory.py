@@ -353,19 +353,29 @@ def execution_order(nodes: Sequence[onnx.NodeProto], folded: set[str] = frozense
     return order
 
 
-def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], constants: set[str],
-                  keep: set[str], model: onnx.ModelProto | None = None,
-                  arena: ArenaModel | None = None) -> tuple[int, int, int, list[int]]:
-    """(peak live bytes, largest tensor, unknown tensors, arena handles of the ``keep``
-    tensors) of one pass over ``graph``'s nodes; tensors not produced in ``graph`` (outer scope,
-    weights) are not counted. With ``arena`` every buffer is also allocated and freed in it
-    (graph inputs excepted: the caller owns them); a Loop then runs its body every iteration."""
-    last_use: dict[str, int] = {}
+def _schedule(graph: onnx.GraphProto, constants: set[str],
+              model: onnx.ModelProto | None) -> tuple[dict[str, tuple[int, ...]], list[onnx.NodeProto], dict[str, int]]:
+    """(the NCHWc Convs' weights, ONNX Runtime's node order, each tensor's last reader's index
+    in it) of ``graph``: what every replay of it needs, computed once per Loop."""
     weights_2d = nchwc_weights(graph, constants, model)
     nodes = execution_order(graph.node, constants)
+    last_use: dict[str, int] = {}
     for i, node in enumerate(nodes):
         for name in _node_inputs(node):
             last_use[name] = i
+    return weights_2d, nodes, last_use
+
+
+def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], constants: set[str],
+                  keep: set[str], model: onnx.ModelProto | None = None,
+                  arena: ArenaModel | None = None,
+                  schedule: tuple | None = None) -> tuple[int, int, int, list[int]]:
+    """(peak live bytes, largest tensor, unknown tensors, arena handles of the ``keep``
+    tensors) of one pass over ``graph``'s nodes; tensors not produced in ``graph`` (outer scope,
+    weights) are not counted. With ``arena`` every buffer is also allocated and freed in it
+    (graph inputs excepted: the caller owns them); a Loop then runs its body every iteration.
+    ``schedule``: :func:`_schedule` of ``graph``, where the caller replays it repeatedly."""
+    weights_2d, nodes, last_use = schedule or _schedule(graph, constants, model)
     end = len(nodes)
 
     def nbytes(name: str) -> int:
@@ -601,9 +611,10 @@ def _replay_iterations(body: onnx.GraphProto, trips: int, sizes: dict[str, tuple
     kept_bytes = sum(-(-max(sizes.get(name, (0, 0))[1], 1) // arena.ROUND) * arena.ROUND for name in kept)
     handles: list[int] = []
     steady = 0
+    schedule = _schedule(body, constants, model)
     for done in range(trips):
         before = arena.resident
-        handles += _replay_graph(body, sizes, constants, set(kept), model, arena)[3]
+        handles += _replay_graph(body, sizes, constants, set(kept), model, arena, schedule)[3]
         steady = steady + 1 if arena.resident - before <= kept_bytes else 0
         if steady >= 2 and done + 1 >= LOOP_REPLAYS:
             handles += [arena.alloc(sizes.get(name, (0, 0))[1]) for _ in range(trips - done - 1) for name in kept]
