@@ -60,6 +60,24 @@ def _run(model: onnx.ModelProto, X: np.ndarray) -> list[np.ndarray]:
     return session.run(None, {session.get_inputs()[0].name: X})
 
 
+def assert_exact_and_unchanged(model: onnx.ModelProto, graph: onnx.ModelProto, plain: onnx.ModelProto,
+                               X: np.ndarray, region: tuple[int, int], label: str) -> None:
+    """``graph`` matches the naive oracle over ``region``, and every output equals, bit for bit,
+    ``plain``'s (the same conversion without the layout pass)."""
+    assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=label)
+    for got, want in zip(_run(graph, X), _run(plain, X)):
+        np.testing.assert_array_equal(got, want)
+
+
+def _checked_and_emitted(model: onnx.ModelProto, graph: onnx.ModelProto) -> tuple[dict, list[onnx.NodeProto]]:
+    """Check ``graph`` (full ONNX check); return its producer map and the nodes it emitted
+    (those that write none of the original model's tensors)."""
+    onnx.checker.check_model(graph, full_check=True)
+    original = {o for n in model.graph.node for o in n.output}
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    return producer, [n for n in graph.graph.node if not original.intersection(n.output)]
+
+
 @pytest.mark.parametrize(("form", "region"), [("whole", (0, LENGTH)), ("whole", (30, LENGTH)), ("whole", (3, 17)),
                                               ("tiled", (0, LENGTH)), ("tiled", (12, 25))])
 def test_rewrite_changes_no_number(form, region, monkeypatch):
@@ -67,11 +85,8 @@ def test_rewrite_changes_no_number(form, region, monkeypatch):
     kwargs = dict(start=region[0], end=region[1], form=form, tile_width=4 if form == "tiled" else None)
     graph = _convert(model, **kwargs)
     onnx.checker.check_model(graph, full_check=True)
-    X = random_one_hot(2, LENGTH, seed=4)
-    assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=f"{form} {region}")
     plain = _convert(model, monkeypatch, **kwargs)
-    for got, want in zip(_run(graph, X), _run(plain, X)):
-        np.testing.assert_array_equal(got, want)
+    assert_exact_and_unchanged(model, graph, plain, random_one_hot(2, LENGTH, seed=4), region, f"{form} {region}")
     if form == "whole":  # reprobes on both sides of lifted Convs: both kinds of rewrite happen
         perms = _perms(graph)
         assert INTO_NCHWC_CONV in perms and OUT_OF_NCHWC_CONV in perms
@@ -207,18 +222,12 @@ def _residual_block() -> onnx.ModelProto:
 def test_elementwise_chain_between_a_reprobe_and_a_conv_runs_channels_last(region, monkeypatch):
     model = _residual_block()
     graph = _convert(model, start=region[0], end=region[1], form="whole")
-    onnx.checker.check_model(graph, full_check=True)
-    original = {o for n in model.graph.node for o in n.output}
-    producer = {o: n for n in graph.graph.node for o in n.output}
-    emitted = [n for n in graph.graph.node if not original.intersection(n.output)]
+    producer, emitted = _checked_and_emitted(model, graph)
     chained = [n for n in emitted if n.op_type == "Sigmoid" and producer[n.input[0]].op_type == "Add"
                and all(producer[i].op_type in ("Reshape", "Transpose") for i in producer[n.input[0]].input)]
     assert chained, "the Add and Sigmoid should run on the channels-last twins"
-    X = random_one_hot(2, LENGTH, seed=7)
-    assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=f"chain {region}")
     plain = _convert(model, monkeypatch, start=region[0], end=region[1], form="whole")
-    for got, want in zip(_run(graph, X), _run(plain, X)):
-        np.testing.assert_array_equal(got, want)
+    assert_exact_and_unchanged(model, graph, plain, random_one_hot(2, LENGTH, seed=7), region, f"chain {region}")
 
 
 def _pooled_tower() -> onnx.ModelProto:
@@ -255,17 +264,11 @@ def _probe_swaps(model: onnx.ModelProto) -> int:
 def test_pools_norms_and_pointwise_convs_between_convs_and_reprobes_run_channels_last(region, monkeypatch):
     model = _pooled_tower()
     graph = _convert(model, start=region[0], end=region[1], form="whole")
-    onnx.checker.check_model(graph, full_check=True)
-    original = {o for n in model.graph.node for o in n.output}
-    producer = {o: n for n in graph.graph.node for o in n.output}
-    emitted = [n for n in graph.graph.node if not original.intersection(n.output)]
+    producer, emitted = _checked_and_emitted(model, graph)
     norms = [n for n in emitted if n.op_type == "BatchNormalization"]
     assert norms and all(producer[n.input[0]].op_type == "Reshape" for n in norms), \
         "every probe BatchNormalization should run on the (rows, C) view of a channels-last twin"
     assert any(n.op_type == "Gemm" for n in emitted), "the residual block's 1 x 1 Conv should run as a Gemm"
-    X = random_one_hot(2, LENGTH, seed=9)
-    assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=f"pooled {region}")
     plain = _convert(model, monkeypatch, start=region[0], end=region[1], form="whole")
     assert _probe_swaps(graph) < _probe_swaps(plain), "the reprobes next to the pool and the norms keep no Transpose"
-    for got, want in zip(_run(graph, X), _run(plain, X)):
-        np.testing.assert_array_equal(got, want)
+    assert_exact_and_unchanged(model, graph, plain, random_one_hot(2, LENGTH, seed=9), region, f"pooled {region}")

@@ -15,7 +15,6 @@ from unittest import mock
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -24,7 +23,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import yuzu_onnx.emit as emit_module  # noqa: E402
 from builders import Net, random_one_hot  # noqa: E402
-from conftest import assert_matches_oracle  # noqa: E402
+from test_channels_last import assert_exact_and_unchanged  # noqa: E402
 from yuzu_onnx import convert  # noqa: E402
 
 LENGTH = 48
@@ -77,11 +76,6 @@ def _build(layers: list[dict], channels: int, pooled: bool, seed: int) -> onnx.M
     return net.model({"x": ["N", 4, LENGTH]}, {"y": y})
 
 
-def _run(model: onnx.ModelProto, X: np.ndarray) -> list[np.ndarray]:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: X})
-
-
 @settings(max_examples=60, deadline=None, derandomize=True, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(towers(), st.integers(0, 1000))
@@ -95,7 +89,4 @@ def test_channels_last_rewrite_matches_naive_and_changes_no_number(case, seed):
         with mock.patch.object(emit_module, "transposes_into_convs", lambda *a: 0):
             plain = convert(model, **kwargs)
     onnx.checker.check_model(graph, full_check=True)
-    X = random_one_hot(2, LENGTH, seed=seed)
-    assert_matches_oracle(model, graph, X, start=start, end=end, label=f"{case}")
-    for got, want in zip(_run(graph, X), _run(plain, X)):
-        np.testing.assert_array_equal(got, want)
+    assert_exact_and_unchanged(model, graph, plain, random_one_hot(2, LENGTH, seed=seed), (start, end), f"{case}")

@@ -283,10 +283,10 @@ def _ends_in_sinks(name: str, readers: dict, constants: dict, lifted: dict, swap
                 return False
             if _layout_free(user, constants) and tensor in _data_inputs(user):
                 pending.append(user.output[0])
-            elif _sink(user, readers, constants, lifted, swapped) is None and not (
-                    user.op_type == "Unsqueeze" and _only_reader(user, readers) is not None
-                    and _only_reader(user, readers).op_type == "Conv"
-                    and _only_reader(user, readers).input[1] in lifted):
+                continue
+            conv = _only_reader(user, readers) if user.op_type == "Unsqueeze" else None
+            into_lifted_conv = conv is not None and conv.op_type == "Conv" and conv.input[1] in lifted
+            if not into_lifted_conv and _sink(user, readers, constants, lifted, swapped) is None:
                 return False
     return True
 
@@ -395,10 +395,9 @@ def _pointwise_gemm(conv: onnx.NodeProto, source: str, out: str, length: int, fr
     """A 1 x 1 Conv on the channels-last twin ``source``: ``Gemm(rows, W[:, :, 0, 0], b,
     transB=1)`` over its ``(rows, C_in)`` view, reshaped to ``(N*P, 1, L, C_out)``:
     ``y[r, o] = b[o] + sum_c x[r, c] W[o, c]``, the Conv's sums (float32 rounding apart)."""
-    weight = add_constant(conv.input[1], lambda w: w.reshape(w.shape[0], w.shape[1]))
-    c_out, c_in = weight[1]
+    weight, (c_out, c_in) = add_constant(conv.input[1], lambda w: w.reshape(w.shape[0], w.shape[1]))
     rows, product = fresh(f"{out}/rows"), fresh(f"{out}/rows_gemm")
-    gemm_inputs = [rows, weight[0]] + ([conv.input[2]] if len(conv.input) > 2 and conv.input[2] else [])
+    gemm_inputs = [rows, weight] + ([conv.input[2]] if len(conv.input) > 2 and conv.input[2] else [])
     return [helper.make_node("Reshape", [source, shape_const([-1, c_in])], [rows], name=rows),
             helper.make_node("Gemm", gemm_inputs, [product], name=product, transB=1),
             helper.make_node("Reshape", [product, shape_const([-1, 1, length, c_out])], [out], name=out)]

@@ -24,7 +24,7 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
         return b.op("Expand", [_y0_broadcast(ctx, output, out_dims), b.ints([1, a, region] + [1] * len(out_dims))],
                     outputs=[name])
     if plan.substitutions == "all":
-        per_mutant = ctx.mut[output] if output in ctx.mut else materialize(ctx, output)
+        per_mutant = materialize(ctx, output)  # a tiled plan's Loop left it in ctx.mut already
         by_slot = b.reshape(per_mutant, [-1, plan.region, s, *out_dims], "by_slot")  # (N, Lr, S, *out)
         by_slot = _unreached_as_y0(ctx, output, by_slot, out_dims)
         return b.op("Transpose", [by_slot], outputs=[name], perm=[0, 2, 1] + rest)
@@ -37,7 +37,7 @@ def emit_ism_output(ctx: EmitContext, output: str, out_dims: list[int]) -> str:
     # mutants' rows with y0's after them, one pass, no Concat of the M rows)
     seq = plan.seq
     if output in ctx.mut or ctx.tiling is not None:
-        per_mutant = ctx.mut[output] if output in ctx.mut else materialize(ctx, output)
+        per_mutant = materialize(ctx, output)
         rows = b.reshape(per_mutant, [-1, plan.region * s, *out_dims], "by_row")  # (N, M, *out)
         table = b.op("Concat", [rows, b.reshape(output, [-1, 1, *out_dims], "y0_row")], "rows_y0", axis=1)
     else:
