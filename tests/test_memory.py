@@ -214,3 +214,23 @@ def test_execution_order_is_onnx_runtimes(tmp_path):
     assert len(first_iteration) == len(predicted)
     assert predicted == first_iteration
     assert predicted != [n.name for n in body.node if n.op_type != "Constant"]  # the test tells them apart
+
+
+def test_arena_resident_bytes_are_the_union_of_touched_spans():
+    """:class:`ArenaModel` keeps resident bytes incrementally; after every touch they equal the
+    size of the union of all touched byte spans (here counted byte by byte), spans that overlap,
+    meet, nest or are empty included."""
+    from yuzu_onnx.memory import ArenaModel
+
+    rng = np.random.default_rng(7)
+    arena = ArenaModel()
+    arena._extend(4096)
+    touched = [np.zeros(arena.free[0][2], dtype=bool)]
+    for _ in range(400):
+        start = int(rng.integers(0, 4000))
+        end = start + int(rng.choice([0, 1, 3, 17, 256, 1000]))
+        arena._touch(0, start, end)
+        touched[0][start:end] = True
+        assert arena.resident == int(touched[0].sum())
+        spans = arena.touched[0]
+        assert spans == sorted(spans) and all(a[1] < b[0] for a, b in zip(spans, spans[1:]))

@@ -7,6 +7,7 @@ more sequence; weights and constants are counted apart. Nothing runs.
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import json
 from collections.abc import Mapping, Sequence
@@ -267,16 +268,20 @@ class ArenaModel:
         self.touched.append([])
 
     def _touch(self, region: int, start: int, end: int) -> None:
-        spans = self.touched[region] + [(start, end)]
-        spans.sort()
-        merged: list[tuple[int, int]] = []
-        for a, b in spans:
-            if merged and a <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        self.touched[region] = merged
-        self.resident = sum(b - a for spans_ in self.touched for a, b in spans_)
+        """Add ``[start, end)`` to the region's touched intervals (sorted, disjoint, merged when
+        they overlap or meet) and ``resident`` by the bytes it adds."""
+        spans = self.touched[region]
+        lo = bisect.bisect_left(spans, (start, start))
+        if lo and spans[lo - 1][1] >= start:  # only the span before can reach into [start, ...)
+            lo -= 1
+        hi = lo
+        while hi < len(spans) and spans[hi][0] <= end:
+            hi += 1
+        merged = spans[lo:hi]
+        if merged:
+            start, end = min(start, merged[0][0]), max(end, merged[-1][1])
+        spans[lo:hi] = [(start, end)]
+        self.resident += (end - start) - sum(b - a for a, b in merged)
 
 
 def _replay(model: onnx.ModelProto, weights: set[str], arena: ArenaModel | None = None) -> tuple[int, int, int, int]:
@@ -354,16 +359,19 @@ def execution_order(nodes: Sequence[onnx.NodeProto], folded: set[str] = frozense
 
 
 def _schedule(graph: onnx.GraphProto, constants: set[str],
-              model: onnx.ModelProto | None) -> tuple[dict[str, tuple[int, ...]], list[onnx.NodeProto], dict[str, int]]:
-    """(the NCHWc Convs' weights, ONNX Runtime's node order, each tensor's last reader's index
-    in it) of ``graph``: what every replay of it needs, computed once per Loop."""
+              model: onnx.ModelProto | None) -> tuple[dict[str, tuple[int, ...]], list[onnx.NodeProto],
+                                                      list[list[str]], dict[str, int]]:
+    """(the NCHWc Convs' weights, ONNX Runtime's node order, each node's inputs there (outer-scope
+    reads of its subgraphs included), each tensor's last reader's index in it) of ``graph``: what
+    every replay of it needs, computed once per Loop."""
     weights_2d = nchwc_weights(graph, constants, model)
     nodes = execution_order(graph.node, constants)
+    inputs = [_node_inputs(node) for node in nodes]
     last_use: dict[str, int] = {}
-    for i, node in enumerate(nodes):
-        for name in _node_inputs(node):
+    for i, names in enumerate(inputs):
+        for name in names:
             last_use[name] = i
-    return weights_2d, nodes, last_use
+    return weights_2d, nodes, inputs, last_use
 
 
 def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], constants: set[str],
@@ -375,7 +383,7 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
     weights) are not counted. With ``arena`` every buffer is also allocated and freed in it
     (graph inputs excepted: the caller owns them); a Loop then runs its body every iteration.
     ``schedule``: :func:`_schedule` of ``graph``, where the caller replays it repeatedly."""
-    weights_2d, nodes, last_use = schedule or _schedule(graph, constants, model)
+    weights_2d, nodes, inputs, last_use = schedule or _schedule(graph, constants, model)
     end = len(nodes)
 
     def nbytes(name: str) -> int:
@@ -483,7 +491,7 @@ def _replay_graph(graph: onnx.GraphProto, sizes: dict[str, tuple[int, int]], con
             release_handle(copy_out, reorder_out)
             scratch = SCRATCH_OUTPUTS.get(node.op_type, 0) * sum(nbytes(o) for o in outputs)
             release_handle(allocate(scratch), scratch)
-        release(_node_inputs(node) + outputs, i)  # buffers this node read last, or nobody reads
+        release(inputs[i] + outputs, i)  # buffers this node read last, or nobody reads
     kept = [handle_of[buffer_of[name]] for name in keep if name in buffer_of and buffer_of[name] in handle_of]
     return peak, largest, unknown, kept
 
