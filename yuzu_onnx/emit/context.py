@@ -26,6 +26,10 @@ class EmitContext:
     b : GraphBuilder
     probe : dict[(str, int), str]
         ``(tensor, P)`` -> emitted probe-form tensor ``(N*P, *dims)``.
+    carried : dict[(str, int), str]
+        ``(tensor, P)`` -> the probe form with the reference carried along as one more probe,
+        ``(N*(P+1), *dims)``, row ``P`` of each sequence the reference (whole-form plans; see
+        :func:`yuzu_onnx.emit.probes.reprobe_carried`).
     mut : dict[str, str]
         tensor -> emitted materialized tensor ``(N*M, *dims)``.
     """
@@ -34,6 +38,7 @@ class EmitContext:
         self.plan = plan
         self.b = builder
         self.probe: dict[tuple[str, int], str] = {}
+        self.carried: dict[tuple[str, int], str] = {}
         self.mut: dict[str, str] = {}
         self._ref_b: dict[str, str] = {}
         self._repeated: dict[tuple[str, int], str] = {}

@@ -10,6 +10,7 @@ from onnx import helper
 
 from ..errors import InternalError
 from ..plan import NodePlan
+from .carry import runs_carried, worth_carrying
 from .context import EmitContext
 
 
@@ -64,25 +65,76 @@ def reprobe(ctx: EmitContext, name: str, target: int) -> str:
 
     ``target`` must be at least ``K`` of the tensor. When it is a multiple of the current probe
     count the conversion is a broadcast select with a 0/1 mask; otherwise a per-position gather.
+    Where only the form with the reference carried along exists (:func:`reprobe_carried`), its
+    reference row is dropped.
     """
     key = (name, target)
     if key in ctx.probe:
         return ctx.probe[key]
+    if key in ctx.carried:
+        ctx.probe[key] = _without_reference(ctx, name, ctx.carried[key], target)
+        return ctx.probe[key]
     st = ctx.seq(name)
     current = st.probes
-    folded = ctx.probe[(name, current)]
     if target == current:
-        return folded
+        return ctx.probe[key]
+    _check_target(ctx, name, target)
+    mutants, positions = st.support.mutant_position_pairs(ctx.plan.subs)
+    if target % current == 0:
+        out = _reprobe_by_mask(ctx, name, reprobe(ctx, name, current), current, target, mutants, positions)
+    else:
+        out = _reprobe_by_gather(ctx, name, current, target, mutants, positions, carry=False)
+    ctx.probe[key] = out
+    return out
+
+
+def can_carry(ctx: EmitContext, name: str, target: int) -> bool:
+    """Whether :func:`reprobe_carried` gives ``name`` with ``target`` probes: it exists, or it is
+    a gather that a plain reprobe would need as well and that pays
+    (:func:`yuzu_onnx.emit.carry.worth_carrying`)."""
+    key = (name, target)
+    if key in ctx.carried:
+        return True
+    if ctx.tiling is not None or key in ctx.probe:
+        return False
+    current = ctx.seq(name).probes
+    return target != current and target % current != 0 and worth_carrying(ctx, name, target)
+
+
+def reprobe_carried(ctx: EmitContext, name: str, target: int) -> str:
+    """``name`` with ``target`` probes and the reference carried along as probe ``target``:
+    ``(N*(target+1), *dims)`` (whole-form plans, where :func:`can_carry` holds).
+
+    A reprobe gathers from the ``(probe, position)`` table of its source with the reference in
+    slot ``P``; a source that carries its reference row *is* that table, where a plain one is
+    first concatenated with the reference (a copy of the whole tensor). The row costs one more
+    row of the gather, and every op that runs on it one more probe of ``P``: the reference
+    computed on probes, equal to the reference pass up to float rounding and read, like it,
+    only where no mutant of a probe reaches.
+    """
+    key = (name, target)
+    if key not in ctx.carried:
+        if not can_carry(ctx, name, target):
+            raise InternalError(f"the reference cannot be carried along with {name!r} at {target} probes")
+        _check_target(ctx, name, target)
+        mutants, positions = ctx.seq(name).support.mutant_position_pairs(ctx.plan.subs)
+        ctx.carried[key] = _reprobe_by_gather(ctx, name, ctx.seq(name).probes, target, mutants, positions, carry=True)
+    return ctx.carried[key]
+
+
+def _check_target(ctx: EmitContext, name: str, target: int) -> None:
+    st = ctx.seq(name)
     if target < st.slots:
         raise InternalError(f"reprobing {name!r} to {target} probes, fewer than the {st.slots} mutants "
                             "that reach one of its positions")
-    mutants, positions = st.support.mutant_position_pairs(ctx.plan.subs)
-    if target % current == 0:
-        out = _reprobe_by_mask(ctx, name, folded, current, target, mutants, positions)
-    else:
-        out = _reprobe_by_gather(ctx, name, folded, current, target, mutants, positions)
-    ctx.probe[key] = out
-    return out
+
+
+def _without_reference(ctx: EmitContext, name: str, carried: str, probes: int) -> str:
+    """The plain probe form of a tensor that carries its reference row: rows ``0..P-1``."""
+    b = ctx.b
+    rows = b.op("Slice", [ctx.unfold(carried, name, probes + 1), b.ints([0]), b.ints([probes]), b.ints([1])],
+                "drop_ref")
+    return ctx.fold(rows, name)
 
 
 def _reprobe_by_mask(ctx, name, folded, current, target, mutants, positions) -> str:
@@ -99,13 +151,14 @@ def _reprobe_by_mask(ctx, name, folded, current, target, mutants, positions) -> 
     return ctx.fold(chosen, name)
 
 
-def _reprobe_by_gather(ctx, name, folded, current, target, mutants, positions) -> str:
+def _reprobe_by_gather(ctx, name, current, target, mutants, positions, carry: bool) -> str:
     """One Gather over the flattened (probe, position) axes of the channels-last view
     ``(N, P + 1, L, *rest)`` (slot ``P`` holds the reference): probe ``p'`` at ``j`` reads
     slot ``(m mod P) * L + j`` for the mutant ``m`` it holds there, else ``P * L + j``.
     Probe-major order keeps a probe's reads sequential along ``j``, and the result is already
     channels-last, which ONNX Runtime's NCHWc Convs read without a Transpose of their own
-    (:mod:`yuzu_onnx.emit.channels_last`)."""
+    (:mod:`yuzu_onnx.emit.channels_last`). A source that carries its reference row is that view
+    as it is; ``carry`` gathers one more row, the reference (:func:`reprobe_carried`)."""
     b, st = ctx.b, ctx.seq(name)
     rank = len(st.dims) + 2
     seq_ax = st.seq_axis + 1  # axis in the unfolded (N, P, *dims) tensor
@@ -113,13 +166,17 @@ def _reprobe_by_gather(ctx, name, folded, current, target, mutants, positions) -
     length = st.dims[st.seq_axis - 1]
     rest_dims = [st.dims[ax - 2] for ax in rest]
     perm = [0, 1, seq_ax] + rest
-    moved = b.transpose(ctx.unfold(folded, name, current), perm, "reprobe_t")  # (N, P, L, *rest)
-    ref = b.transpose(ctx.ref_broadcast(name), perm, "reprobe_ref")  # (N, 1, L, *rest)
-    stacked = b.op("Concat", [moved, ref], "reprobe_cat", axis=1)  # slot P holds the reference
+    if (name, current) in ctx.carried:
+        stacked = moved = b.transpose(ctx.unfold(ctx.carried[(name, current)], name, current + 1), perm,
+                                      "reprobe_t")  # (N, P + 1, L, *rest), slot P the reference
+    else:
+        moved = b.transpose(ctx.unfold(reprobe(ctx, name, current), name, current), perm, "reprobe_t")
+        ref = b.transpose(ctx.ref_broadcast(name), perm, "reprobe_ref")  # (N, 1, L, *rest)
+        stacked = b.op("Concat", [moved, ref], "reprobe_cat", axis=1)  # slot P holds the reference
     flat = b.reshape(stacked, [0, (current + 1) * length, *rest_dims], "reprobe_flat")
-    table = np.repeat((current * length + np.arange(length))[None, :], target, axis=0)
+    table = np.repeat((current * length + np.arange(length))[None, :], target + int(carry), axis=0)
     table[mutants % target, positions] = (mutants % current) * length + positions
-    gathered = b.gather(flat, table, axis=1, hint="reprobe_g")  # (N, P', L, *rest)
+    gathered = b.gather(flat, table, axis=1, hint="reprobe_g")  # (N, P' (+1), L, *rest)
     back = [0, 1] + [2 if ax == seq_ax else 3 + rest.index(ax) for ax in range(2, rank)]
     out = b.transpose(gathered, back, "reprobe")
     if rank == 4 and seq_ax == 3:  # (N, P, C, L) <-> (N, P, L, C)
@@ -163,11 +220,24 @@ def in_window_of(ctx: EmitContext, name: str, out: str, probes: int) -> str:
 def clone_on_probes(ctx: EmitContext, np_: NodePlan, substitute: dict[int, str] | None = None) -> None:
     """Run the original node unchanged on probe-form inputs: the emitter of every probe rule
     whose op is exact on hybrid sequences (elementwise, positional, structured windows);
-    ``substitute`` replaces inputs by position (a Conv's folded weight)."""
+    ``substitute`` replaces inputs by position (a Conv's folded weight). Where every sequence
+    input can carry its reference row along (:func:`reprobe_carried`) the node runs on those
+    (each probe is a sequence of its own, the reference one more) and its output carries it."""
     node = np_.node
-    inputs = probe_inputs(ctx, np_)
+    carried = _carried_inputs(ctx, np_) if runs_carried(ctx, np_) else None
+    inputs = carried if carried is not None else probe_inputs(ctx, np_)
     for index, name in (substitute or {}).items():
         inputs[index] = name
     out = ctx.b.fresh(f"probe_{node.op_type.lower()}")
     ctx.b.clone(node, inputs, [out], "probe")
-    ctx.probe[(node.output[0], np_.probes)] = out
+    (ctx.probe if carried is None else ctx.carried)[(node.output[0], np_.probes)] = out
+
+
+def _carried_inputs(ctx: EmitContext, np_: NodePlan) -> list[str] | None:
+    """The node's inputs with every sequence tensor carrying its reference row, or None where
+    one cannot (:func:`can_carry`)."""
+    names = np_.node.input
+    seq = [name for name in names if ctx.is_seq(name)]
+    if not seq or not all(can_carry(ctx, name, np_.probes) for name in seq):
+        return None
+    return [reprobe_carried(ctx, name, np_.probes) if ctx.is_seq(name) else name for name in names]

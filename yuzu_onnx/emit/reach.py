@@ -21,13 +21,24 @@ from .context import EmitContext
 from .probes import reprobe
 
 
-def deltas(ctx: EmitContext, name: str) -> str:
-    """Deltas ``probe - reference`` of a probe tensor, ``(N, P, *dims)`` (tiled: ``(N*c, P,
-    *window dims)``, zero at window positions outside the tensor)."""
+def probe_rows(ctx: EmitContext, name: str) -> tuple[str, int]:
+    """A probe tensor unfolded, ``(N, R, *dims)``, and ``R``: ``P``, or ``P + 1`` where only the
+    form carrying the reference row exists (:func:`yuzu_onnx.emit.probes.reprobe_carried`; its
+    last row is read by nobody, which costs less than a copy without it)."""
+    p = ctx.seq(name).probes
+    if (name, p) in ctx.carried and (name, p) not in ctx.probe:
+        return ctx.unfold(ctx.carried[(name, p)], name, p + 1), p + 1
+    return ctx.unfold(reprobe(ctx, name, p), name, p), p
+
+
+def deltas(ctx: EmitContext, name: str) -> tuple[str, int]:
+    """Deltas ``probe - reference`` of a probe tensor, ``(N, R, *dims)``, and ``R``
+    (:func:`probe_rows`; tiled: ``(N*c, P, *window dims)``, zero at window positions outside the
+    tensor)."""
     b = ctx.b
     st = ctx.seq(name)
     p = st.probes
-    probes, ref = ctx.unfold(reprobe(ctx, name, p), name, p), ctx.ref_broadcast(name)
+    (probes, rows), ref = probe_rows(ctx, name), ctx.ref_broadcast(name)
     delta = b.op("Sub", [probes, ref], "exit_delta")
     if ctx.plan.non_finite_weights:
         # Equal values have delta 0, also where both are +-inf (inf - inf would be NaN). Only
@@ -41,16 +52,18 @@ def deltas(ctx: EmitContext, name: str) -> str:
         from .tiles import zero_out_of_range
         folded = b.reshape(delta, [-1, *st.dims], "exit_delta")
         delta = b.reshape(zero_out_of_range(ctx, name, folded, p), [-1, p, *st.dims], "exit_delta")
-    return delta
+    return delta, rows
 
 
-def delta_rows(ctx: EmitContext, name: str) -> str:
-    """Deltas of a probe tensor laid out ``(N, L, P, C)`` (other axes flattened into ``C``)."""
+def delta_rows(ctx: EmitContext, name: str) -> tuple[str, int]:
+    """Deltas of a probe tensor laid out ``(N, L, R, C)`` (other axes flattened into ``C``), and
+    ``R`` (:func:`probe_rows`)."""
     b, st = ctx.b, ctx.seq(name)
     others = [ax + 1 for ax in range(1, len(st.dims) + 1) if ax != st.seq_axis]
-    moved = b.transpose(deltas(ctx, name), [0, 1 + st.seq_axis, 1] + others, "exit_t")
+    delta, rows = deltas(ctx, name)
+    moved = b.transpose(delta, [0, 1 + st.seq_axis, 1] + others, "exit_t")
     length = st.dims[st.seq_axis - 1]
-    return b.reshape(moved, [0, length, st.probes, -1], "exit_rows")
+    return b.reshape(moved, [0, length, rows, -1], "exit_rows"), rows
 
 
 def one_mutant_per_probe(ctx: EmitContext, st: SeqState) -> bool:
@@ -64,25 +77,28 @@ def sum_over_window(ctx: EmitContext, name: str) -> str:
     :func:`one_mutant_per_probe` holds (one reduction over the probes' windows: positions a
     mutant does not reach hold its probe's reference values, delta 0 up to rounding)."""
     b, st = ctx.b, ctx.seq(name)
-    summed = b.op("ReduceSum", [deltas(ctx, name), b.ints([1 + st.seq_axis])], "exit_delta", keepdims=0)
+    summed = b.op("ReduceSum", [deltas(ctx, name)[0], b.ints([1 + st.seq_axis])], "exit_delta", keepdims=0)
     return b.reshape(summed, [0, st.probes, -1], "exit_delta")
 
 
-def sum_over_reach(ctx: EmitContext, st: SeqState, per_position: str, width: int) -> str:
-    """``(N, L, P, W)`` per-position contributions -> ``(N, M, W)`` summed over each mutant's reach
-    (tiled plans: ``(N*c, W_t, P, W)`` -> ``(N*c, S*T, W)``, the same table for every tile)."""
+def sum_over_reach(ctx: EmitContext, st: SeqState, per_position: str, width: int, rows: int) -> str:
+    """``(N, L, R, W)`` per-position contributions (``R`` rows per position, the ``P`` probes
+    first) -> ``(N, M, W)`` summed over each mutant's reach (tiled plans: ``(N*c, W_t, P, W)`` ->
+    ``(N*c, S*T, W)``, the same table for every tile)."""
     b, plan = ctx.b, ctx.plan
-    p = st.probes
     length = st.dims[st.seq_axis - 1]
-    rows = b.reshape(per_position, [0, length * p, width], "exit_rows")
-    rows = b.op("Pad", [rows, b.ints([0, 0, 0, 0, 1, 0])], "exit_rows")  # zero row at L*P
+    flat = b.reshape(per_position, [0, length * rows, width], "exit_rows")
+    flat = b.op("Pad", [flat, b.ints([0, 0, 0, 0, 1, 0])], "exit_rows")  # zero row at L*R
     mutants = plan.mutants if ctx.tiling is None else plan.subs * ctx.tiling.width  # of one tile
-    picked = b.gather(rows, contribution_table(st, plan.subs, mutants, p), axis=1, hint="exit_g")
+    table = contribution_table(st, plan.subs, mutants, st.probes, rows)
+    picked = b.gather(flat, table, axis=1, hint="exit_g")
     return b.op("ReduceSum", [picked, b.ints([2])], "exit_delta", keepdims=0)
 
 
-def contribution_table(st, subs: int, mutants: int, probes: int) -> np.ndarray:
-    """``(M, R)`` rows of the ``(L*P + 1, W)`` product each mutant sums (``L*P`` = zero row)."""
+def contribution_table(st, subs: int, mutants: int, probes: int, rows: int | None = None) -> np.ndarray:
+    """``(M, W)`` rows of the ``(L*R + 1, C)`` product each mutant sums: mutant ``m`` at ``j`` is
+    row ``j*R + m mod P`` (``R`` rows per position, default ``P``; ``L*R`` = zero row)."""
+    rows = probes if rows is None else rows
     m, j = st.support.mutant_position_pairs(subs)
     length = st.dims[st.seq_axis - 1]
     counts = np.bincount(m, minlength=mutants)
@@ -90,8 +106,8 @@ def contribution_table(st, subs: int, mutants: int, probes: int) -> np.ndarray:
     order = np.lexsort((j, m))
     m, j = m[order], j[order]
     rank = np.arange(m.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    table = np.full((mutants, width), length * probes, dtype=np.int64)
-    table[m, rank] = j * probes + m % probes
+    table = np.full((mutants, width), length * rows, dtype=np.int64)
+    table[m, rank] = j * rows + m % probes
     return table
 
 

@@ -130,10 +130,10 @@ def emit_dense_exit(ctx: EmitContext, np_: NodePlan) -> None:
     if ctx.tiling is not None:
         _dense_on_tiles(ctx, node, source)
         return
-    rows = delta_rows(ctx, source)  # (N, L, P, C)
+    rows, count = delta_rows(ctx, source)  # (N, L, R, C): R = P, or P + 1 with the reference row
     weight, hidden = _per_position_weight(ctx, node, st)  # (L, C, H)
-    y = b.op("MatMul", [rows, weight], "dense_pos")  # (N, L, P, H)
-    delta = sum_over_reach(ctx, st, y, hidden)  # (N, M, H)
+    y = b.op("MatMul", [rows, weight], "dense_pos")  # (N, L, R, H)
+    delta = sum_over_reach(ctx, st, y, hidden, count)  # (N, M, H)
     full = b.op("Add", [delta, ctx.ref_broadcast(node.output[0])], "dense_mut")
     ctx.mut[node.output[0]] = b.reshape(full, [-1, hidden], "dense_mut")
 
@@ -156,12 +156,12 @@ def _dense_on_tiles(ctx: EmitContext, node, source: str) -> None:
     if before:
         index = b.op("Add", [index, b.const(np.array(before, dtype=np.int64), dtype=np.int64)], "dense_w_index")
     rows_w = b.op("Gather", [weight, index], "dense_w_tiles", axis=0)  # (c, W, C, H)
-    rows = delta_rows(ctx, source)  # (N*c, W, P, C)
-    ct, p = ctx.tiling.per_chunk, st.probes
+    rows, p = delta_rows(ctx, source)  # (N*c, W, P, C): tiles carry no reference row
+    ct = ctx.tiling.per_chunk
     split = b.reshape(rows, [-1, ct, width, p, int(np.prod(st.dims)) // width], "dense_split")
     y = b.op("MatMul", [split, rows_w], "dense_pos")  # (N, c, W, P, H)
     y = b.reshape(y, [-1, width, p, hidden], "dense_rows")
-    delta = sum_over_reach(ctx, st, y, hidden)  # (N*c, S*T, H)
+    delta = sum_over_reach(ctx, st, y, hidden, p)  # (N*c, S*T, H)
     ctx.mut[node.output[0]] = add_to_reference(ctx, delta, node.output[0], [hidden])
 
 

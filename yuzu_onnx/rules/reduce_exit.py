@@ -103,8 +103,8 @@ def emit_reduce_exit(ctx: EmitContext, np_: NodePlan) -> None:
     if one_mutant_per_probe(ctx, st):
         delta = sum_over_window(ctx, x)  # (N*c, S*T, C)
     else:
-        rows = delta_rows(ctx, x)  # (N, L, P, C)
-        delta = sum_over_reach(ctx, st, rows, width)  # (N, M, C)
+        rows, count = delta_rows(ctx, x)  # (N, L, R, C)
+        delta = sum_over_reach(ctx, st, rows, width, count)  # (N, M, C)
     if node.op_type != "ReduceSum":
         full = ctx.plan.states[x]  # a mean over the tensor's real length, not a tile's window
         delta = b.op("Div", [delta, b.const(np.array(float(full.dims[full.seq_axis - 1])))], "mean_delta")

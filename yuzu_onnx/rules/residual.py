@@ -100,11 +100,16 @@ def folded_weight(ctx: "EmitContext", np_: NodePlan) -> str:
 
 
 def emit_residual_add(ctx: "EmitContext", np_: NodePlan) -> None:
-    """The Add's probe form is its Conv's (the Conv added the skip), widened with reference
-    values where a tiled plan's Add window is wider than the Conv's."""
+    """The Add's probe form is its Conv's (the Conv added the skip), carrying the reference row
+    where the Conv's does, widened with reference values where a tiled plan's Add window is wider
+    than the Conv's."""
     from ..emit.probes import in_window_of, reprobe
 
     out, conv_out = np_.node.output[0], np_.folded_into
+    key = (conv_out, np_.probes)
+    if key in ctx.carried and key not in ctx.probe:  # the Conv ran with the reference row: so does the Add
+        ctx.carried[(out, np_.probes)] = ctx.carried[key]
+        return
     ctx.probe[(out, np_.probes)] = (reprobe(ctx, conv_out, np_.probes) if ctx.tiling is None
                                     else in_window_of(ctx, conv_out, out, np_.probes))
 
