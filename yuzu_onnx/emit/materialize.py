@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InternalError
 from .context import EmitContext
-from .probes import reprobe
+from .probes import probe_rows
 
 
 def materialize(ctx: EmitContext, name: str) -> str:
@@ -35,10 +35,7 @@ def _per_mutant(ctx: EmitContext, name: str, rows: int) -> str:
     b, plan = ctx.b, ctx.plan
     st = ctx.seq(name)
     p = st.probes
-    if (name, p) in ctx.carried and (name, p) not in ctx.probe:  # rows < P only: its reference row unread
-        z = ctx.unfold(ctx.carried[(name, p)], name, p + 1)
-    else:
-        z = ctx.unfold(reprobe(ctx, name, p), name, p)
+    z = probe_rows(ctx, name)[0]  # gathered at rows < P only
     mutant = np.arange(rows)
     per_mutant = b.gather(z, mutant % p, axis=1, hint="mat_g")  # (N, rows, *dims)
     # Mask of (mutant, position) pairs that reach, computed in-graph from O(M + L) constants:

@@ -122,6 +122,16 @@ def reprobe_carried(ctx: EmitContext, name: str, target: int) -> str:
     return ctx.carried[key]
 
 
+def probe_rows(ctx: EmitContext, name: str) -> tuple[str, int]:
+    """``name``'s probe form unfolded, ``(N, R, *dims)``, and ``R``: ``P``, or ``P + 1`` where
+    only the form carrying the reference row exists (for readers that index probes ``< P`` only,
+    the exits and materializations: the unread row costs less than a copy without it)."""
+    p = ctx.seq(name).probes
+    if (name, p) in ctx.carried and (name, p) not in ctx.probe:
+        return ctx.unfold(ctx.carried[(name, p)], name, p + 1), p + 1
+    return ctx.unfold(reprobe(ctx, name, p), name, p), p
+
+
 def _check_target(ctx: EmitContext, name: str, target: int) -> None:
     st = ctx.seq(name)
     if target < st.slots:

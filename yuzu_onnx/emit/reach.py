@@ -18,22 +18,12 @@ import numpy as np
 
 from ..plan import SeqState
 from .context import EmitContext
-from .probes import reprobe
-
-
-def probe_rows(ctx: EmitContext, name: str) -> tuple[str, int]:
-    """A probe tensor unfolded, ``(N, R, *dims)``, and ``R``: ``P``, or ``P + 1`` where only the
-    form carrying the reference row exists (:func:`yuzu_onnx.emit.probes.reprobe_carried`; its
-    last row is read by nobody, which costs less than a copy without it)."""
-    p = ctx.seq(name).probes
-    if (name, p) in ctx.carried and (name, p) not in ctx.probe:
-        return ctx.unfold(ctx.carried[(name, p)], name, p + 1), p + 1
-    return ctx.unfold(reprobe(ctx, name, p), name, p), p
+from .probes import probe_rows
 
 
 def deltas(ctx: EmitContext, name: str) -> tuple[str, int]:
     """Deltas ``probe - reference`` of a probe tensor, ``(N, R, *dims)``, and ``R``
-    (:func:`probe_rows`; tiled: ``(N*c, P, *window dims)``, zero at window positions outside the
+    (:func:`~yuzu_onnx.emit.probes.probe_rows`; tiled: ``(N*c, P, *window dims)``, zero at window positions outside the
     tensor)."""
     b = ctx.b
     st = ctx.seq(name)
@@ -57,7 +47,7 @@ def deltas(ctx: EmitContext, name: str) -> tuple[str, int]:
 
 def delta_rows(ctx: EmitContext, name: str) -> tuple[str, int]:
     """Deltas of a probe tensor laid out ``(N, L, R, C)`` (other axes flattened into ``C``), and
-    ``R`` (:func:`probe_rows`)."""
+    ``R`` (:func:`~yuzu_onnx.emit.probes.probe_rows`)."""
     b, st = ctx.b, ctx.seq(name)
     others = [ax + 1 for ax in range(1, len(st.dims) + 1) if ax != st.seq_axis]
     delta, rows = deltas(ctx, name)
