@@ -18,7 +18,7 @@ import onnx
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import yuzu_onnx.emit as emit_module  # noqa: E402
@@ -79,6 +79,10 @@ def _build(layers: list[dict], channels: int, pooled: bool, seed: int) -> onnx.M
 @settings(max_examples=60, deadline=None, derandomize=True, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(towers(), st.integers(0, 1000))
+# found by a long random run: a 1 x 1 Conv of 12 input channels (ONNX Runtime's NCHWc Conv reads
+# fewer than a block unblocked) taken as a Gemm gave other numbers (2.4e-7 off)
+@example(([dict(act="none", norm=False, k=1, d=1, residual=False), dict(act="none", norm=False, k=3, d=1, residual=False)],
+          12, False, (0, 6), "whole", 4), 0)
 def test_channels_last_rewrite_matches_naive_and_changes_no_number(case, seed):
     layers, channels, pooled, (start, end), form, width = case
     model = _build(layers, channels, pooled, seed)
