@@ -63,10 +63,23 @@ def _run(model: onnx.ModelProto, X: np.ndarray) -> list[np.ndarray]:
 def assert_exact_and_unchanged(model: onnx.ModelProto, graph: onnx.ModelProto, plain: onnx.ModelProto,
                                X: np.ndarray, region: tuple[int, int], label: str) -> None:
     """``graph`` matches the naive oracle over ``region``, and every output equals, bit for bit,
-    ``plain``'s (the same conversion without the layout pass)."""
+    ``plain``'s (the same conversion without the layout pass), unless ONNX Runtime fuses more
+    Adds into NCHWc Convs in ``graph``: a residual Add whose other operand the pass leaves
+    blocked becomes the Conv's sum input, added in the Conv's own order (a rounding of
+    1.2e-7 seen); then within a few float32 roundings of the output's scale."""
     assert_matches_oracle(model, graph, X, start=region[0], end=region[1], label=label)
+    fused = _fused_sums(graph) > _fused_sums(plain)
     for got, want in zip(_run(graph, X), _run(plain, X)):
-        np.testing.assert_array_equal(got, want)
+        if fused:
+            np.testing.assert_allclose(got, want, rtol=0, atol=4e-7 * max(1.0, float(np.abs(want).max())))
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+def _fused_sums(model: onnx.ModelProto) -> int:
+    """NCHWc Convs of ONNX Runtime's optimized graph (Loop bodies included) that add a sum input."""
+    return sum(1 for n in _nodes(_optimized(model).graph)
+               if n.domain == "com.microsoft.nchwc" and n.op_type == "Conv" and len(n.input) > 3 and n.input[3])
 
 
 def _checked_and_emitted(model: onnx.ModelProto, graph: onnx.ModelProto) -> tuple[dict, list[onnx.NodeProto]]:

@@ -83,6 +83,9 @@ def _build(layers: list[dict], channels: int, pooled: bool, seed: int) -> onnx.M
 # fewer than a block unblocked) taken as a Gemm gave other numbers (2.4e-7 off)
 @example(([dict(act="none", norm=False, k=1, d=1, residual=False), dict(act="none", norm=False, k=3, d=1, residual=False)],
           12, False, (0, 6), "whole", 4), 0)
+# and a residual Add that ONNX Runtime fuses into the NCHWc Conv before it only after the pass
+@example(([dict(act="none", norm=False, k=1, d=1, residual=False), dict(act="relu", norm=False, k=1, d=1, residual=True)],
+          16, True, (2, 3), "tiled", 8), 0)
 def test_channels_last_rewrite_matches_naive_and_changes_no_number(case, seed):
     layers, channels, pooled, (start, end), form, width = case
     model = _build(layers, channels, pooled, seed)
