@@ -86,6 +86,8 @@ def _build(layers: list[dict], channels: int, pooled: bool, seed: int) -> onnx.M
 # and a residual Add that ONNX Runtime fuses into the NCHWc Conv before it only after the pass
 @example(([dict(act="none", norm=False, k=1, d=1, residual=False), dict(act="relu", norm=False, k=1, d=1, residual=True)],
           16, True, (2, 3), "tiled", 8), 0)
+# and a tiled MaxPool's padding (float32's lowest) taken to -inf by the BatchNorm after it
+@example(([dict(act="none", norm=True, k=1, d=1, residual=False)], 12, True, (0, 1), "tiled", 8), 0)
 def test_channels_last_rewrite_matches_naive_and_changes_no_number(case, seed):
     layers, channels, pooled, (start, end), form, width = case
     model = _build(layers, channels, pooled, seed)

@@ -348,3 +348,28 @@ def test_tile_conv_halo_runs_on_its_two_strips(region, stride):
     assert last == ([[0, 2], [2, 0]] if stride == 1 else [None])
     assert_matches_oracle(model, graph, random_one_hot(2, 61, seed=8), start=start, end=end,
                           label=f"halo strips {region} stride {stride}")
+
+
+@pytest.mark.parametrize("region", [(0, 1), (0, 9), (39, 48), (20, 28)])
+def test_tiled_max_pool_padding_does_not_overflow_after_it(region):
+    """A tiled MaxPool pads out-of-range positions with float32's lowest value, and its outputs
+    there pool nothing else; a BatchNormalization with a gain above 1 takes them to -inf, a Conv
+    to NaN, and the next Conv's zeroing by multiplication kept the NaN, which then reached
+    in-range outputs near the sequence's ends (found by a long random run of the layout fuzzer).
+    The MaxPool's out-of-range outputs are zeroed; every output is finite and matches the oracle."""
+    from builders import Net, random_one_hot
+
+    net = Net(seed=0)
+    c = 12
+    h = net.op("MaxPool", [net.conv("x", 4, c, 5, pads=[2, 2])], kernel_shape=[2], strides=[2])
+    gain = np.full(c, 4.0, dtype=np.float32)  # (x - mean) * 4 / sqrt(var): lowest * 4 = -inf
+    h = net.op("BatchNormalization", [h, net.const(gain), net.w(c, scale=0.5), net.w(c, scale=0.5),
+                                      net.const(np.ones(c, dtype=np.float32))], epsilon=1e-3)
+    h = net.op("Relu", [net.conv(h, c, c, 1)])
+    model = net.model({"x": ["N", 4, 48]}, {"y": net.conv(h, c, 2, 3, pads=[1, 1])})
+    start, end = region
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = convert(model, start=start, end=end, form="tiled", tile_width=8)
+    assert_matches_oracle(model, graph, random_one_hot(2, 48, seed=0), start=start, end=end,
+                          label=f"tiled MaxPool then BatchNorm {region}")

@@ -148,7 +148,9 @@ def in_range(ctx: EmitContext, name: str, first: int, last: int) -> str | None:
 
 #: Ops that keep finite values finite (no 0 -> inf, no overflow beyond what the valid positions
 #: would see): where a model has only these, out-of-range positions hold finite values and are
-#: zeroed by one multiplication instead of a (slower) Where.
+#: zeroed by one multiplication instead of a (slower) Where. (A tiled MaxPool pads with float32's
+#: lowest value, which an op after it can overflow: its out-of-range outputs are zeroed at once,
+#: :func:`yuzu_onnx.rules.window._window_on_tiles`.)
 FINITE_OPS = frozenset({
     "Conv", "Relu", "LeakyRelu", "PRelu", "Add", "Sub", "Mul", "BatchNormalization", "MaxPool", "AveragePool",
     "Sigmoid", "Tanh", "HardSigmoid", "Clip", "Gemm", "MatMul", "Transpose", "Reshape", "Squeeze", "Unsqueeze",

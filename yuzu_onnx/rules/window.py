@@ -200,6 +200,12 @@ def _window_on_tiles(ctx: EmitContext, np_: NodePlan) -> None:
         extended = extend(ctx, x, reprobe(ctx, x, np_.probes), np_.probes, first, last, pad)
         result = ctx.b.op(node.op_type, [extended, *node.input[1:]], f"tile_{node.op_type.lower()}",
                           **_unpadded_attributes(node))
+        if node.op_type == "MaxPool":
+            # its out-of-range outputs pooled nothing but the padding, float32's lowest: a
+            # BatchNormalization or Conv after it would take that to -inf and then NaN, which the
+            # next Conv's zeroing (x * 0) keeps; zeroed here, they stay as finite as the rest
+            from ..emit.tiles import zero_out_of_range
+            result = zero_out_of_range(ctx, out, result, np_.probes)
     ctx.probe[(out, np_.probes)] = result
 
 
