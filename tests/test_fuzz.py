@@ -373,7 +373,11 @@ def check(spec: dict, subs: str, sensing: str, region: tuple[int, int], rng_seed
             assert np.isfinite(y_hat).all()
             d = (y_hat - y0[:, None, None]).astype(np.float64).ravel()
             dn = (r_hat - r0[:, None, None]).astype(np.float64).ravel()
-            if dn.std() > 1e-6 * max(1.0, float(np.abs(r0).max())) and d.std() > 0:
+            # deltas within ONNX Runtime's resolution of a saturated sigmoid head (the structured
+            # check's 8 steps of 2^-24 above): no correlation to test, only that allowance
+            # (seen: a head at 0.9999994-1.0, deltas of std 1.2e-6, errors of at most 4 steps)
+            at_resolution = float(np.abs(d - dn).max()) <= 8 * 2.0 ** -24 * max(1.0, float(np.abs(r0).max()))
+            if dn.std() > 1e-6 * max(1.0, float(np.abs(r0).max())) and d.std() > 0 and not at_resolution:
                 r = float(np.corrcoef(d, dn)[0, 1])
                 # Gaussian sensing is approximate: its float32 error grows with the decoder's
                 # condition number (protein alphabets, wide supports). The reference models meet
