@@ -127,9 +127,17 @@ def probe_rows(ctx: EmitContext, name: str) -> tuple[str, int]:
     only the form carrying the reference row exists (for readers that index probes ``< P`` only,
     the exits and materializations: the unread row costs less than a copy without it)."""
     p = ctx.seq(name).probes
-    if (name, p) in ctx.carried and (name, p) not in ctx.probe:
-        return ctx.unfold(ctx.carried[(name, p)], name, p + 1), p + 1
+    carried = carried_only(ctx, name, p)
+    if carried is not None:
+        return ctx.unfold(carried, name, p + 1), p + 1
     return ctx.unfold(reprobe(ctx, name, p), name, p), p
+
+
+def carried_only(ctx: EmitContext, name: str, probes: int) -> str | None:
+    """``name``'s form carrying the reference row at ``probes`` where it is the only one emitted
+    (a reader that can take it then needs no Slice), else None."""
+    key = (name, probes)
+    return ctx.carried[key] if key in ctx.carried and key not in ctx.probe else None
 
 
 def _check_target(ctx: EmitContext, name: str, target: int) -> None:

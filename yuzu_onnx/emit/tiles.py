@@ -160,11 +160,12 @@ FINITE_OPS = frozenset({
 
 
 def zero_out_of_range(ctx: EmitContext, name: str, folded: str, probes: int) -> str:
-    """``folded`` (a probe tensor of ``name``) with its out-of-range window positions set to 0."""
+    """``folded`` (a probe tensor of ``name``) with its out-of-range window positions set to 0
+    (once: a tensor zeroed already, a tiled MaxPool's output read by a Conv, is returned as is)."""
     b, st = ctx.b, ctx.seq(name)
     width = st.dims[st.seq_axis - 1]
     edge = in_range(ctx, name, 0, width - 1)
-    if edge is None:
+    if edge is None or ("zeroed", folded) in ctx.cache:
         return folded
     split = three_level(ctx, folded, name, probes, st.dims)
     if finite_model(ctx):
@@ -172,7 +173,9 @@ def zero_out_of_range(ctx: EmitContext, name: str, folded: str, probes: int) -> 
                       "zero_out")
     else:  # a NaN or inf there would survive a multiplication by 0
         zeroed = b.op("Where", [edge, split, b.const(np.array(0.0), "zero")], "zero_out")
-    return b.reshape(zeroed, [-1, *st.dims], "zero_out")
+    out = b.reshape(zeroed, [-1, *st.dims], "zero_out")
+    ctx.cache[("zeroed", out)] = out
+    return out
 
 
 def three_level(ctx: EmitContext, folded: str, name: str, probes: int, dims) -> str:

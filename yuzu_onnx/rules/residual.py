@@ -103,12 +103,12 @@ def emit_residual_add(ctx: "EmitContext", np_: NodePlan) -> None:
     """The Add's probe form is its Conv's (the Conv added the skip), carrying the reference row
     where the Conv's does, widened with reference values where a tiled plan's Add window is wider
     than the Conv's."""
-    from ..emit.probes import in_window_of, reprobe
+    from ..emit.probes import carried_only, in_window_of, reprobe
 
     out, conv_out = np_.node.output[0], np_.folded_into
-    key = (conv_out, np_.probes)
-    if key in ctx.carried and key not in ctx.probe:  # the Conv ran with the reference row: so does the Add
-        ctx.carried[(out, np_.probes)] = ctx.carried[key]
+    carried = carried_only(ctx, conv_out, np_.probes)
+    if carried is not None:  # the Conv ran with the reference row: so does the Add
+        ctx.carried[(out, np_.probes)] = carried
         return
     ctx.probe[(out, np_.probes)] = (reprobe(ctx, conv_out, np_.probes) if ctx.tiling is None
                                     else in_window_of(ctx, conv_out, out, np_.probes))
