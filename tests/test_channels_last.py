@@ -285,3 +285,46 @@ def test_pools_norms_and_pointwise_convs_between_convs_and_reprobes_run_channels
     plain = _convert(model, monkeypatch, start=region[0], end=region[1], form="whole")
     assert _probe_swaps(graph) < _probe_swaps(plain), "the reprobes next to the pool and the norms keep no Transpose"
     assert_exact_and_unchanged(model, graph, plain, random_one_hot(2, LENGTH, seed=9), region, f"pooled {region}")
+
+
+def _headed_tower(head_channels: int) -> onnx.ModelProto:
+    """Basenji's end: a pooled stem, a residual block (dilated Conv, 1 x 1 Conv, plus the
+    reprobed skip), an activation, then a 1 x 1 head Conv (16 -> ``head_channels``) and a
+    Softplus into the output."""
+    net = Net(seed=33)
+    h = net.op("Relu", [net.op("MaxPool", [net.conv("x", 4, 16, 5, pads=[2, 2])], kernel_shape=[2], strides=[2])])
+    inner = net.op("Relu", [net.conv(h, 16, 16, 3, dilations=[2], pads=[2, 2])])
+    summed = net.op("Add", [net.conv(inner, 16, 16, 1), h])
+    head = net.conv(net.op("Sigmoid", [summed]), 16, head_channels, 1)
+    return net.model({"x": ["N", 4, LENGTH]}, {"y": net.op("Softplus", [head])})
+
+
+def _head_gemms(graph: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Gemms whose result is transposed back to ``(N*P, C_out, L)`` by a Transpose [0, 2, 1]."""
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    return [n for n in graph.graph.node if n.op_type == "Transpose" and list(n.attribute[0].ints) == [0, 2, 1]
+            and producer[producer[n.input[0]].input[0]].op_type == "Gemm"]
+
+
+@pytest.mark.parametrize("region", [(0, LENGTH), (5, 31)])
+def test_a_narrowing_head_conv_runs_as_a_gemm_on_the_channels_last_rows(region, monkeypatch):
+    """The head's 1 x 1 Conv (16 -> 3) leaves the region into the output: a Gemm over the
+    channels-last rows and a Transpose of its 3 channels back, instead of an NCHWc Conv that
+    copies its 16-channel input; the same numbers bit for bit."""
+    model = _headed_tower(3)
+    graph = _convert(model, start=region[0], end=region[1], form="whole")
+    _checked_and_emitted(model, graph)
+    assert len(_head_gemms(graph)) == 1
+    head_weight = [n.input[1] for n in model.graph.node if n.op_type == "Conv"][-1]
+    assert not any(n.op_type == "Conv" and n.input[1].startswith(head_weight) for n in graph.graph.node
+                   if "probe" in n.name), "the head Conv on probes should be gone"
+    plain = _convert(model, monkeypatch, start=region[0], end=region[1], form="whole")
+    assert not _head_gemms(plain)
+    assert_exact_and_unchanged(model, graph, plain, random_one_hot(2, LENGTH, seed=12), region, f"head {region}")
+
+
+def test_a_widening_head_conv_stays_a_conv(monkeypatch):
+    """16 -> 32: the Transpose of its output back would copy more than the NCHWc Conv's input
+    reorder saves."""
+    graph = _convert(_headed_tower(32), start=0, end=LENGTH, form="whole")
+    assert not _head_gemms(graph)

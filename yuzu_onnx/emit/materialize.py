@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import InternalError
 from .context import EmitContext
+from .finite import select
 from .probes import probe_rows
 
 
@@ -48,4 +49,4 @@ def _per_mutant(ctx: EmitContext, name: str, rows: int) -> str:
     below = b.op("Less", [col, b.const(first.reshape(shape), "mat_first", dtype=np.int64)], "mat_lo")
     above = b.op("Less", [col, b.const(stop.reshape(shape), "mat_stop", dtype=np.int64)], "mat_hi")
     inside = b.op("And", [b.op("Not", [below], "mat_nlo"), above], "mat_in")
-    return b.op("Where", [inside, per_mutant, ctx.ref_broadcast(name)], "mat_full")
+    return select(ctx, inside, per_mutant, ctx.ref_broadcast(name), "mat_full")

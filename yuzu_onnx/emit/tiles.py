@@ -22,6 +22,7 @@ from onnx import helper
 
 from ..errors import InternalError
 from .context import EmitContext
+from .finite import finite_model, select
 
 
 # ----------------------------------------------------------------------------- chunk indices
@@ -146,19 +147,6 @@ def in_range(ctx: EmitContext, name: str, first: int, last: int) -> str | None:
     return ctx.cache[key]
 
 
-#: Ops that keep finite values finite (no 0 -> inf, no overflow beyond what the valid positions
-#: would see): where a model has only these, out-of-range positions hold finite values and are
-#: zeroed by one multiplication instead of a (slower) Where. (A tiled MaxPool pads with float32's
-#: lowest value, which an op after it can overflow: its out-of-range outputs are zeroed at once,
-#: :func:`yuzu_onnx.rules.window._window_on_tiles`.)
-FINITE_OPS = frozenset({
-    "Conv", "Relu", "LeakyRelu", "PRelu", "Add", "Sub", "Mul", "BatchNormalization", "MaxPool", "AveragePool",
-    "Sigmoid", "Tanh", "HardSigmoid", "Clip", "Gemm", "MatMul", "Transpose", "Reshape", "Squeeze", "Unsqueeze",
-    "Slice", "Pad", "Concat", "Flatten", "Identity", "Dropout", "GlobalAveragePool", "GlobalMaxPool",
-    "ReduceMean", "ReduceSum", "ReduceMax", "Shape", "Size", "Gather", "Cast", "Constant", "Erf", "Gelu",
-    "LayerNormalization", "Softmax", "LogSoftmax", "Max", "Min", "Abs", "Neg", "Expand"})
-
-
 def zero_out_of_range(ctx: EmitContext, name: str, folded: str, probes: int) -> str:
     """``folded`` (a probe tensor of ``name``) with its out-of-range window positions set to 0
     (once: a tensor zeroed already, a tiled MaxPool's output read by a Conv, is returned as is)."""
@@ -254,15 +242,6 @@ def _extend_by_concat(ctx: EmitContext, name: str, probes_part: str, probes: int
     return b.op("Concat", parts, "ext", axis=axis)
 
 
-def finite_model(ctx: EmitContext) -> bool:
-    """Whether every op that runs on probes is in :data:`FINITE_OPS` (out-of-range positions
-    exist only in probe tensors; ops after the exits never see them)."""
-    if "finite" not in ctx.cache:
-        ops = {np_.node.op_type for np_ in ctx.plan.nodes if np_.spec.probe_form}
-        ctx.cache["finite"] = ops <= FINITE_OPS
-    return ctx.cache["finite"]
-
-
 # ----------------------------------------------------------------------------- input
 
 
@@ -295,7 +274,8 @@ def materialize_tiled(ctx: EmitContext, name: str) -> str:
     Each tile's window is placed at its offset by one Gather over the (tile, window position)
     axis, then one Where picks, per (tile, mutant, position), the placed probe value where the
     mutant reaches and the reference elsewhere (window positions a mutant does not reach may
-    hold values computed from the window's zero padding)."""
+    hold values computed from the window's zero padding; finite in a finite model, where the
+    pick is arithmetic, :func:`yuzu_onnx.emit.finite.select`)."""
     b, plan = ctx.b, ctx.plan
     st, full = ctx.seq(name), plan.states[name]
     win = ctx.tiling.windows[name]
@@ -325,7 +305,7 @@ def materialize_tiled(ctx: EmitContext, name: str) -> str:
     mask_shape = [1, mutants] + [1] * len(before) + [ct, length] + [1] * len(after)
     reached = b.reshape(_reach_mask(ctx, st, rel, width, mutants), mask_shape, "mat_reach")
     ref = b.unsqueeze(name, [1, axis + 1], "mat_ref")  # (N, 1, .., 1, L, ..)
-    whole = b.op("Where", [reached, placed, ref], "mat_whole")
+    whole = select(ctx, reached, placed, ref, "mat_whole")
     back = [0, 2 + len(before), 1] + list(range(2, 2 + len(before))) + list(range(3 + len(before), rank))
     ordered = b.transpose(whole, back, "mat_order")  # (N, c, S*T, *dims)
     return b.reshape(ordered, [-1, *full.dims], "mat")
