@@ -149,11 +149,12 @@ def in_range(ctx: EmitContext, name: str, first: int, last: int) -> str | None:
 
 def zero_out_of_range(ctx: EmitContext, name: str, folded: str, probes: int) -> str:
     """``folded`` (a probe tensor of ``name``) with its out-of-range window positions set to 0
-    (once: a tensor zeroed already, a tiled MaxPool's output read by a Conv, is returned as is)."""
+    (once per range: a tensor zeroed already for ``name``, a tiled MaxPool's output read by a
+    Conv, is returned as is)."""
     b, st = ctx.b, ctx.seq(name)
     width = st.dims[st.seq_axis - 1]
     edge = in_range(ctx, name, 0, width - 1)
-    if edge is None or ("zeroed", folded) in ctx.cache:
+    if edge is None or ("zeroed", name, folded) in ctx.cache:
         return folded
     split = three_level(ctx, folded, name, probes, st.dims)
     if finite_model(ctx):
@@ -162,7 +163,9 @@ def zero_out_of_range(ctx: EmitContext, name: str, folded: str, probes: int) -> 
     else:  # a NaN or inf there would survive a multiplication by 0
         zeroed = b.op("Where", [edge, split, b.const(np.array(0.0), "zero")], "zero_out")
     out = b.reshape(zeroed, [-1, *st.dims], "zero_out")
-    ctx.cache[("zeroed", out)] = out
+    # keyed by the tensor whose range was zeroed: a positional op (a Slice of the length) can
+    # pass the same probes on as a tensor with a shorter range, whose edge is not zeroed yet
+    ctx.cache[("zeroed", name, out)] = out
     return out
 
 
