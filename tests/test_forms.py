@@ -296,6 +296,30 @@ def test_fitting_chunk_is_grown_once_toward_the_budget(resident, expected):
     assert grown[1].memory.resident(1) <= 100
 
 
+@pytest.mark.parametrize("per_tile,per_chunk,expected", [
+    (3 * 2**20, 143, 2),  # attention: 3 MiB of scores per tile, 8 MiB -> 2 tiles, 500 chunks
+    (3 * 2**20 + 1, 143, 2),  # 2 tiles still fit (floor), evenly spread: ceil(1000 / 500)
+    (5 * 2**20, 143, 1),  # one tile over half the cache: one per chunk
+    (2**20 // 4, 20, 20),  # small per-mutant tensors: the budget's chunk is under the cache already
+])
+def test_brute_force_chunks_are_cut_to_the_cache(per_tile, per_chunk, expected):
+    """A brute-force chunk whose largest tensor would spill the cache (CHUNK_CACHE_BYTES) is cut
+    to fit it, tiles spread evenly over equal chunks (1000 tiles); a smaller one is kept."""
+    from types import SimpleNamespace
+
+    from yuzu_onnx.planner import CHUNK_CACHE_BYTES, _cache_sized
+
+    assert CHUNK_CACHE_BYTES == 8 * 2**20
+
+    def build(tile_width, tiles_per_chunk, brute_force):
+        assert brute_force
+        return f"model{tiles_per_chunk}", SimpleNamespace(tiling=SimpleNamespace(tiles=1000))
+
+    model, plan = build(1, per_chunk, True)
+    cut = _cache_sized(build, model, plan, per_chunk, per_tile, width=1)
+    assert cut[2] == expected and cut[0] == f"model{expected}"
+
+
 def test_residual_halos_slice_the_conv_halo_window():
     """A residual block's skip is widened with reference values the conv's halo window already
     gathered: those come as Slices of that window, not as new Gathers, and the answers match the

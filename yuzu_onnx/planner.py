@@ -13,7 +13,8 @@ Each candidate is emitted and priced by the time model (:mod:`yuzu_onnx.timing`,
 on ONNX Runtime kernel times) and by the memory estimate (:mod:`yuzu_onnx.memory`); the fastest
 whose activations fit the budget wins. Tile widths are pruned by FLOPs first (the plan's
 interval arithmetic, no emit), so a model tiles cheaply or not at all. The chunk size ``c`` is
-the largest whose predicted activations fit the budget.
+the largest whose predicted activations fit the budget; a brute-force chunk is also cut to keep
+its largest tensor in the cache (:data:`CHUNK_CACHE_BYTES`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ MIN_FLOP_GAIN = 1.5
 MIN_SECONDS_FOR_BRUTE_FORCE = 0.05
 #: Mutants per call of brute-force ISM in the prediction (the oracle's default batch).
 NAIVE_BATCH = 256
+#: Bytes of a brute-force chunk's largest tensor that keep it in the last-level cache: a chunk
+#: whose per-mutant intermediates spill it runs memory-bound (the attention model, whose scores
+#: are 1 MB per mutant, at 2 / 4 / 22 / 143 tiles of 3 mutants per chunk: 0.375 / 0.41 / 0.55 /
+#: 0.60 s against naive ISM's 0.63 s; at 1 tile per chunk 0.46 s, the Loop's own cost per
+#: iteration showing). Chunks are cut to this size where it is smaller than the memory budget's.
+CHUNK_CACHE_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -270,4 +277,18 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
         model, plan = one, plan1
     if brute_force:
         model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width)
+        model, plan, per_chunk = _cache_sized(build, model, plan, per_chunk, _largest_tile_tensor(plan1), width)
     return _priced(form, model, plan, provider, tile_width=width, per_chunk=per_chunk)
+
+
+def _cache_sized(build: Build, model, plan: Plan, per_chunk: int, per_tile: int, width: int):
+    """A brute-force chunk cut to :data:`CHUNK_CACHE_BYTES` of its largest tensor (``per_tile``
+    bytes per tile), tiles spread evenly over the chunks; as it was where it is already that
+    small."""
+    tiles = plan.tiling.tiles
+    target = max(1, CHUNK_CACHE_BYTES // max(per_tile, 1))
+    if target >= per_chunk:
+        return model, plan, per_chunk
+    smaller = math.ceil(tiles / math.ceil(tiles / target))
+    model2, plan2 = build(tile_width=width, tiles_per_chunk=smaller, brute_force=True)
+    return model2, plan2, smaller
