@@ -1,6 +1,7 @@
-"""Selections by arithmetic in finite models (yuzu_onnx/emit/finite.py): a whole-form or tiled
+"""Selections by arithmetic in finite models (yuzu_onnx/emit/finite.py): a whole-form
 materialization picks between the probes' values and the reference with ``x * m + r * (1 - m)``
-where every probe-form op keeps finite values finite, with ONNX Runtime's Where elsewhere; both
+where every probe-form op keeps finite values finite, with ONNX Runtime's Where elsewhere (and in
+tiles, whose chunks are sized to memory); both
 agree with the naive oracle, and where a probe can hold an infinity the Where is what keeps the
 other mutants' outputs finite."""
 
@@ -50,11 +51,13 @@ def test_a_finite_models_materialization_is_arithmetic_and_exact(region):
                           label=f"whole {region}")
 
 
-def test_a_tiled_materialization_is_arithmetic_and_exact():
+def test_a_tiled_materialization_keeps_its_where_and_is_exact():
+    """Tiles select with a Where: the arithmetic's two full-size products would sit in ONNX
+    Runtime's arena beside the sum, beyond the memory the chunk was sized for."""
     model = _per_position("Tanh")
     graph = _convert(model, start=3, end=31, form="tiled", tile_width=4)
     body = loop_body(graph)
-    assert _selects(body, "mat_whole") == (0, 1)
+    assert _selects(body, "mat_whole") == (1, 0)
     assert_matches_oracle(model, graph, random_one_hot(2, LENGTH, seed=5), start=3, end=31, label="tiled")
 
 

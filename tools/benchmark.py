@@ -298,7 +298,16 @@ def ecosystem_path(name: str, exporter: str | None) -> tuple[Path, str]:
     """
     tool = ecosystem_tool()
     for candidate in ([exporter] if exporter else ECOSYSTEM_EXPORTERS):
-        path = tool.full_path(name, candidate)
+        try:
+            path = tool.full_path(name, candidate)
+        except tool.ExportCheckError as exc:  # written, but ONNX Runtime cannot run it (checked below)
+            if exporter:
+                raise
+            print(f"  {name} ({candidate}): its export fails its check ({' '.join(str(exc).split())[:200]})",
+                  flush=True)
+            path = tool.full_path(name, candidate, export_missing=False)
+            if not path.is_file():
+                continue
         problem = runs_in_onnxruntime(path)
         if problem is None or exporter:
             return path, candidate
