@@ -304,20 +304,24 @@ def test_fitting_chunk_is_grown_once_toward_the_budget(resident, expected):
 ])
 def test_brute_force_chunks_are_cut_to_the_cache(per_tile, per_chunk, expected):
     """A brute-force chunk whose largest tensor would spill the cache (CHUNK_CACHE_BYTES) is cut
-    to fit it, tiles spread evenly over equal chunks (1000 tiles); a smaller one is kept."""
+    to fit it, tiles spread evenly over equal chunks (1000 tiles); a smaller one is kept, and
+    growing it toward the memory budget stops at the cache's cap."""
     from types import SimpleNamespace
 
-    from yuzu_onnx.planner import CHUNK_CACHE_BYTES, _cache_sized
+    from yuzu_onnx.planner import CHUNK_CACHE_BYTES, _cache_cap, _cache_sized, _grown
 
     assert CHUNK_CACHE_BYTES == 8 * 2**20
+    cap = _cache_cap(per_tile)
+    assert _cache_sized(1000, per_chunk, cap) == expected
 
     def build(tile_width, tiles_per_chunk, brute_force):
         assert brute_force
-        return f"model{tiles_per_chunk}", SimpleNamespace(tiling=SimpleNamespace(tiles=1000))
+        memory = SimpleNamespace(resident=lambda batch: tiles_per_chunk)  # 1 byte per tile
+        return f"model{tiles_per_chunk}", SimpleNamespace(tiling=SimpleNamespace(tiles=1000), memory=memory)
 
-    model, plan = build(1, per_chunk, True)
-    cut = _cache_sized(build, model, plan, per_chunk, per_tile, width=1)
-    assert cut[2] == expected and cut[0] == f"model{expected}"
+    model, plan = build(1, expected, True)
+    grown = _grown(build, model, plan, expected, budget=10**6, width=1, cap=cap)
+    assert grown[2] == _cache_sized(1000, 1000, cap)  # as far as the cap allows (the budget is no limit here)
 
 
 def test_residual_halos_slice_the_conv_halo_window():

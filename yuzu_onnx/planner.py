@@ -222,17 +222,18 @@ def _largest_tile_tensor(plan: Plan) -> int:
     return largest * itemsize
 
 
-def _grown(build: Build, model, plan: Plan, per_chunk: int, budget: int, width: int):
+def _grown(build: Build, model, plan: Plan, per_chunk: int, budget: int, width: int, cap: int | None = None):
     """One step up from a chunk that fits: the one-tile estimate it started from counts every
     tile tensor as live at once, so the chunk found can sit well under ``budget``. Memory grows
     at most in proportion to the chunk, so ``per_chunk * budget / resident`` tiles (evenly
     spread) is tried and kept if it fits. For brute force only, where fewer Loop iterations is
     faster (attention at 112/143 tiles per chunk: 1.16/1.09 s); not for probe tiles, whose
-    larger chunks spill the cache (BPNet-9 at 4/6 tiles per chunk: 4.67/5.11 s)."""
+    larger chunks spill the cache (BPNet-9 at 4/6 tiles per chunk: 4.67/5.11 s). Never past
+    ``cap`` tiles (:func:`_cache_cap`)."""
     tiles, resident = plan.tiling.tiles, plan.memory.resident(1)
     if per_chunk >= tiles or resident <= 0:
         return model, plan, per_chunk
-    target = min(tiles, per_chunk * budget // resident)
+    target = min(tiles, per_chunk * budget // resident, tiles if cap is None else cap)
     chunks = math.ceil(tiles / max(target, 1))
     bigger = math.ceil(tiles / chunks)
     if bigger <= per_chunk or chunks >= math.ceil(tiles / per_chunk):
@@ -263,6 +264,10 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
     fixed = max(plan1.memory.resident(1) - TILE_TENSORS_LIVE * _largest_tile_tensor(plan1), 0)
     per_tile = max(plan1.memory.resident(1) - fixed, 1)
     per_chunk = max(1, min(tiles, (budget - fixed) // per_tile))
+    cap = tiles
+    if brute_force:  # its per-mutant intermediates stay in the cache (one build, not a cut afterwards)
+        cap = _cache_cap(_largest_tile_tensor(plan1))
+        per_chunk = _cache_sized(tiles, per_chunk, cap)
     model, plan = one, plan1
     while per_chunk > 1:
         chunks = math.ceil(tiles / per_chunk)
@@ -276,19 +281,17 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
         per_chunk = max(1, min(per_chunk - 1, per_chunk * budget // resident))
         model, plan = one, plan1
     if brute_force:
-        model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width)
-        model, plan, per_chunk = _cache_sized(build, model, plan, per_chunk, _largest_tile_tensor(plan1), width)
+        model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width, cap)
     return _priced(form, model, plan, provider, tile_width=width, per_chunk=per_chunk)
 
 
-def _cache_sized(build: Build, model, plan: Plan, per_chunk: int, per_tile: int, width: int):
-    """A brute-force chunk cut to :data:`CHUNK_CACHE_BYTES` of its largest tensor (``per_tile``
-    bytes per tile), tiles spread evenly over the chunks; as it was where it is already that
-    small."""
-    tiles = plan.tiling.tiles
-    target = max(1, CHUNK_CACHE_BYTES // max(per_tile, 1))
-    if target >= per_chunk:
-        return model, plan, per_chunk
-    smaller = math.ceil(tiles / math.ceil(tiles / target))
-    model2, plan2 = build(tile_width=width, tiles_per_chunk=smaller, brute_force=True)
-    return model2, plan2, smaller
+def _cache_cap(per_tile: int) -> int:
+    """The most tiles per brute-force chunk whose largest tensor (``per_tile`` bytes per tile)
+    fits :data:`CHUNK_CACHE_BYTES`; at least one."""
+    return max(1, CHUNK_CACHE_BYTES // max(per_tile, 1))
+
+
+def _cache_sized(tiles: int, per_chunk: int, cap: int) -> int:
+    """``per_chunk`` tiles per chunk, or where that is over ``cap`` (:func:`_cache_cap`) the
+    fewest equal chunks of at most ``cap`` tiles."""
+    return per_chunk if per_chunk <= cap else math.ceil(tiles / math.ceil(tiles / cap))

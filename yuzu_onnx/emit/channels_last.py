@@ -131,7 +131,7 @@ class Sink(NamedTuple):
     """Where a region tensor ``tensor`` leaves it: ``kind`` "conv" (``node`` is the Unsqueeze
     NCHWc Convs read), "reprobe" (``node`` is the reprobe Transpose of its ``(N, probes, C, L)``
     Reshape) or "gemm" (``node`` is the Squeeze of a narrowing 1 x 1 Conv whose result leaves
-    the region, :func:`_narrowing_exit`; the Conv is in ``Region.pointwise``)."""
+    the region, :func:`_narrows`; the Conv is in ``Region.pointwise``)."""
 
     kind: str
     node: onnx.NodeProto
@@ -227,12 +227,12 @@ def _region(seed: str, producer: dict, readers: dict, constants: dict, lifted: d
                 continue
             conv = _only_reader(user, readers) if pointwise else None
             squeeze = _only_reader(conv, readers) if conv is not None else None
-            if _pointwise_of(squeeze, producer, readers, constants, lifted, swapped) is not None:
+            found = _pointwise_conv(squeeze, producer, readers, constants, lifted)
+            if found is not None and _ends_in_sinks(squeeze.output[0], readers, constants, lifted, swapped):
                 pending.append(squeeze.output[0])
                 continue
-            narrowing = _narrowing_exit(squeeze, producer, readers, constants, lifted) if pointwise else None
-            if narrowing is not None:  # a head Conv leaving the region: a Gemm and a small Transpose
-                inside[id(squeeze)] = narrowing
+            if found is not None and _narrows(found[1], lifted):  # a head Conv leaving the region
+                inside[id(squeeze)] = found
                 sinks.append(Sink("gemm", squeeze, 0, name))
                 continue
             sink = _sink(user, readers, constants, lifted, swapped)
@@ -264,18 +264,14 @@ def _pointwise_of(squeeze: onnx.NodeProto | None, producer: dict, readers: dict,
     return found if found and _ends_in_sinks(squeeze.output[0], readers, constants, lifted, swapped) else None
 
 
-def _narrowing_exit(squeeze: onnx.NodeProto | None, producer: dict, readers: dict, constants: dict,
-                    lifted: dict) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
-    """``(unsqueeze, conv)`` if ``squeeze`` is a pointwise Conv (:func:`_pointwise_conv`) with
-    at most as many output channels as input channels: a head Conv whose result leaves the
-    region (into an exit or a materialization). As a Gemm over the channels-last rows and a
-    Transpose of its output back to ``(N*P, C_out, L)`` it skips the NCHWc Conv's copy of its
-    input (Basenji's 96 -> 8 head: 2% of the graph's time, bit for bit); else None."""
-    found = _pointwise_conv(squeeze, producer, readers, constants, lifted)
-    if found is None:
-        return None
-    c_out, c_in = lifted[found[1].input[1]][:2]
-    return found if c_out <= c_in else None
+def _narrows(conv: onnx.NodeProto, lifted: dict) -> bool:
+    """Whether a pointwise Conv (:func:`_pointwise_conv`) has at most as many output channels as
+    input channels: as a head whose result leaves the region (into an exit or a
+    materialization), a Gemm over the channels-last rows and a Transpose of its output back to
+    ``(N*P, C_out, L)`` skip the NCHWc Conv's copy of its input (Basenji's 96 -> 8 head: 2% of
+    the graph's time, bit for bit)."""
+    c_out, c_in = lifted[conv.input[1]][:2]
+    return c_out <= c_in
 
 
 def _pointwise_conv(squeeze: onnx.NodeProto | None, producer: dict, readers: dict, constants: dict,
