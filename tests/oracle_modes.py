@@ -20,9 +20,11 @@ from conftest import assert_ism_close
 from yuzu_onnx import naive_ism
 from yuzu_onnx.convert import convert
 
-#: (tile_width, tiles_per_chunk): the whole-sequence form (``form="whole"``), and tiles of 5 and 8
-#: in chunks of 1 and 3.
-MODES = [pytest.param((None, 1), id="untiled"), pytest.param((5, 1), id="T5c1"), pytest.param((8, 3), id="T8c3")]
+#: (tile_width, tiles_per_chunk[, tile_groups]): the whole-sequence form (``form="whole"``), tiles of 5
+#: in chunks of 1 (groups as the plan chooses), of 8 in chunks of 3 in one group (one window for
+#: every tile), and of 4 in chunks of 2 in 3 groups (windows cropped per group).
+MODES = [pytest.param((None, 1), id="untiled"), pytest.param((5, 1), id="T5c1"), pytest.param((8, 3, 1), id="T8c3g1"),
+         pytest.param((4, 2, 3), id="T4c2g3")]
 SUBSTITUTIONS = ["alt", "all"]
 
 
@@ -64,15 +66,16 @@ def assert_exact(model: onnx.ModelProto | str, *, region: tuple[int, int], subs:
                  oracle_model: onnx.ModelProto | str | None = None, batch: int = 2):
     """Convert ``model`` and compare it with brute-force ISM on a seeded batch of ``batch`` sequences.
 
-    ``mode`` is ``(tile_width, tiles_per_chunk)``; without a tile width the whole-sequence form
+    ``mode`` is ``(tile_width, tiles_per_chunk[, tile_groups])``; without a tile width the whole-sequence form
     is forced, with one the plan must be tiled unless ``tiled`` is False. ``oracle_model`` replaces the original as the oracle's model
     (for originals ONNX Runtime cannot run). Returns the plan.
     """
     start, end = region
-    tile_width, per_chunk = mode
+    tile_width, per_chunk, groups = (*mode, None)[:3]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        form = {"form": "whole"} if tile_width is None else {"tile_width": tile_width, "tiles_per_chunk": per_chunk}
+        form = {"form": "whole"} if tile_width is None else {"tile_width": tile_width, "tiles_per_chunk": per_chunk,
+                                                             "tile_groups": groups}
         converted, plan = convert(model, start=start, end=end, substitutions=subs, return_plan=True, **form)
     if tile_width is not None and tiled:
         assert plan.tiling is not None

@@ -39,30 +39,39 @@ def quantum(file: str) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def converted(file: str, start: int, end: int, subs: str, form: str, width: int | None, per_chunk: int | None):
+def converted(file: str, start: int, end: int, subs: str, form: str, width: int | None, per_chunk: int | None,
+              groups: int | None = None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return convert(str(model_path({"file": file})), start=start, end=end, substitutions=subs, form=form,
-                       tile_width=width, tiles_per_chunk=per_chunk, return_plan=True)
+                       tile_width=width, tiles_per_chunk=per_chunk, tile_groups=groups, return_plan=True)
+
+
+#: (form, tile width in quanta, tiles per chunk, groups): groups as the plan chooses, one window
+#: for every tile, windows cropped to each of 4 groups (chunks with phantom tiles in each), brute force
+FORM_CASES = (("tiled", 1, 1, None), ("tiled", 3, 2, 1), ("tiled", 1, 3, 4), ("brute-force", None, None, None))
 
 
 def _cases():
     for entry in manifest_params(ENTRIES):
-        for form, steps, per_chunk in (("tiled", 1, 1), ("tiled", 3, 2), ("brute-force", None, None)):
+        for form, steps, per_chunk, groups in FORM_CASES:
             for region in ("full", "middle", "first", "last"):
                 for subs, kind in (("alt", "onehot"), ("all", "n_soft")):
-                    if subs == "all" and region != "middle":
+                    if subs == "all" and (region != "middle" or groups == 4):
                         continue
-                    label = f"{entry.id}-{form}{steps or ''}x{per_chunk or ''}-{region}-{subs}"
-                    yield pytest.param(entry.values[0], form, steps, per_chunk, region, subs, kind, id=label)
+                    label = f"{entry.id}-{form}{steps or ''}x{per_chunk or ''}{f'g{groups}' if groups else ''}" \
+                            f"-{region}-{subs}"
+                    yield pytest.param(entry.values[0], form, steps, per_chunk, groups, region, subs, kind, id=label)
 
 
-@pytest.mark.parametrize(("entry", "form", "steps", "per_chunk", "region", "subs", "kind"), list(_cases()))
-def test_form_matches_naive(entry, form, steps, per_chunk, region, subs, kind):
+@pytest.mark.parametrize(("entry", "form", "steps", "per_chunk", "groups", "region", "subs", "kind"), list(_cases()))
+def test_form_matches_naive(entry, form, steps, per_chunk, groups, region, subs, kind):
     start, end = regions(entry["length"])[region]
     width = None if steps is None else steps * quantum(entry["file"])
-    model, plan = converted(entry["file"], start, end, subs, form, width, per_chunk)
+    model, plan = converted(entry["file"], start, end, subs, form, width, per_chunk, groups)
     assert plan.tiling is not None, "tiled and brute-force forms run in a Loop over chunks"
+    if groups is not None:
+        assert len(plan.tiling.groups) == min(groups, plan.tiling.tiles)
     if form == "brute-force":
         assert not any(np_.spec.probe_form for np_ in plan.nodes)
     X = make_input(entry, kind, start, end)
@@ -229,11 +238,12 @@ def test_materialized_tiles_place_windows_in_blocks(width, length, start, end, d
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         graph, plan = convert(model, start=start, end=end, form="tiled", tile_width=width, tiles_per_chunk=3,
-                              return_plan=True)
+                              tile_groups=1, return_plan=True)  # one group: the windows' common layout
     exit_node = next(n for n in plan.nodes if n.rule == "exit")  # the tile switched to materialized mutants
     placed = exit_node.node.input[0]
-    win, length_t = plan.tiling.windows[placed], plan.states[placed].dims[-1]
-    block = window_block(win.shift, win.start, plan.tiling.states[placed].dims[-1], length_t)
+    first = plan.tiling.groups[0]  # the first Loop's geometry
+    win, length_t = first.windows[placed], plan.states[placed].dims[-1]
+    block = window_block(win.shift, win.start, first.states[placed].dims[-1], length_t)
     body = loop_body(graph)
     place = next(n for n in body if n.op_type == "Gather" and "mat_place" in n.output[0])
     merge = next(n for n in body if n.output[0] == place.input[0])
@@ -338,7 +348,8 @@ def test_residual_halos_slice_the_conv_halo_window():
     model = net.model({"x": ["N", 4, 61]}, {"y": y})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = convert(model, start=20, end=41, form="tiled", tile_width=3, tiles_per_chunk=2)
+        graph = convert(model, start=20, end=41, form="tiled", tile_width=3, tiles_per_chunk=2,
+                        tile_groups=1)
     body = loop_body(graph)
     gathers = [n for n in body if n.op_type == "Gather" and "ref_g" in n.output[0]]
     slices = [n for n in body if n.op_type == "Slice" and "ref_sub" in n.output[0]]
@@ -367,7 +378,8 @@ def test_tile_conv_halo_runs_on_its_two_strips(region, stride):
     start, end = region
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = convert(model, start=start, end=end, form="tiled", tile_width=3 * stride, tiles_per_chunk=2)
+        graph = convert(model, start=start, end=end, form="tiled", tile_width=3 * stride, tiles_per_chunk=2,
+                        tile_groups=1)
     halos = [one_d_attributes(n) for n in loop_body(graph) if n.op_type == "Conv" and "halo_conv" in n.output[0]]
     dilated = [a["pads"] for a in halos if a.get("dilations") == [3]]
     assert sorted(dilated) == [[0, 6], [6, 0]]  # two strips with (k-1)*d zeros on their inner side

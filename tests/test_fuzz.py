@@ -338,9 +338,11 @@ def make_inputs(spec: dict, subs: str, rng_seed: int, n_columns: list[int]) -> n
 
 
 def check(spec: dict, subs: str, sensing: str, region: tuple[int, int], rng_seed: int = 0,
-          n_columns: tuple[int, ...] = (), form: str = "auto", tile_steps: int = 1, per_chunk: int = 1) -> None:
+          n_columns: tuple[int, ...] = (), form: str = "auto", tile_steps: int = 1, per_chunk: int = 1,
+          groups: int | None = None) -> None:
     """Convert the generated model in ``form`` (tiles: ``tile_steps`` x the model's tile quantum,
-    ``per_chunk`` per Loop iteration) and compare with naive ISM."""
+    ``per_chunk`` per Loop iteration, in ``groups`` groups or as many as the plan chooses) and
+    compare with naive ISM."""
     model, layout = build_model(spec)
     start, end = region
     # layout passed explicitly: shape-based detection is ambiguous when length <= alphabet
@@ -349,7 +351,7 @@ def check(spec: dict, subs: str, sensing: str, region: tuple[int, int], rng_seed
         quantum = tile_quantum(Analysis(plan_conversion(model, **options)))
         try:
             converted = convert(model, form="tiled", tile_width=tile_steps * quantum, tiles_per_chunk=per_chunk,
-                                **options)
+                                tile_groups=groups, **options)
         except UnsupportedModelError as exc:  # e.g. a concat along the length: not tileable
             assert "cannot be tiled" in str(exc), exc
             event("tiled form refused: the model cannot be tiled")
@@ -423,7 +425,8 @@ def cases(draw):
     n_columns = tuple(draw(st.lists(st.integers(0, L - 1), min_size=1, max_size=3))) if subs == "all" else ()
     # tiles and brute force are structured-sensing forms; "auto" lets the planner choose
     form = draw(st.sampled_from(["auto", "tiled", "tiled", "brute-force"])) if sensing == "structured" else "auto"
-    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 3)))
+    # tile steps, tiles per chunk, groups of tiles (None: as the plan chooses)
+    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 3)), draw(st.sampled_from([None, 1, 2, 3, 5])))
     return spec, subs, sensing, region, draw(st.integers(0, 1000)), n_columns, form, shape
 
 
@@ -431,7 +434,7 @@ def cases(draw):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(cases())
 def test_fuzz_converted_matches_naive(case):
-    spec, subs, sensing, region, rng_seed, n_columns, form, (tile_steps, per_chunk) = case
+    spec, subs, sensing, region, rng_seed, n_columns, form, (tile_steps, per_chunk, groups) = case
     try:
         model, layout = build_model(spec)
     except KeyError:
@@ -441,4 +444,4 @@ def test_fuzz_converted_matches_naive(case):
     if not runs_in_onnxruntime(model, make_inputs(spec, subs, rng_seed, list(n_columns))):
         event("rejected: ONNX Runtime cannot run the generated model")
         reject()
-    check(spec, subs, sensing, region, rng_seed, n_columns, form, tile_steps, per_chunk)
+    check(spec, subs, sensing, region, rng_seed, n_columns, form, tile_steps, per_chunk, groups)

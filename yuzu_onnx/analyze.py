@@ -42,14 +42,15 @@ __all__ = ["analyze", "warn_fallbacks", "Analysis", "ConversionWarning", "FlatSt
 def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceInput, *,
             start: int, end: int, substitutions: str, sensing: str, alpha: float,
             seed: int, tolerance: float = DEFAULT_TOLERANCE, tile_width: int | None = None,
-            tiles_per_chunk: int = 1, brute_force: bool = False, warn: bool = True,
+            tiles_per_chunk: int = 1, tile_groups: int | None = None, brute_force: bool = False, warn: bool = True,
             trim: bool = True) -> Plan:
     """Choose a rule for each node of a canonical model and size every probe tensor.
 
     Emits a :class:`ConversionWarning` for each node that falls back to materialized mutants,
     giving the reasons the rules declined it (unless ``warn`` is false: the converter prices
     several plans and warns only about the one it keeps, :func:`warn_fallbacks`). With ``tile_width`` the plan is tiled
-    (:mod:`yuzu_onnx.tiling`); a graph that cannot be tiled is refused naming the node. With
+    (:mod:`yuzu_onnx.tiling`; ``tile_groups``: see :func:`~yuzu_onnx.tiling.plan_tiling`); a graph
+    that cannot be tiled is refused naming the node. With
     ``brute_force`` the mutants are materialized at the input and every node runs per mutant
     (tiled, such a plan is brute-force ISM in chunks inside one graph). With ``trim`` (default)
     positions of the region whose mutations reach no output are left out of the computation
@@ -83,7 +84,7 @@ def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceI
             plan = new_plan(plan.start, plan.end, like=plan)
             analysis = Analysis(plan, materialize_at={switch})
             analysis.run()
-        tiling = plan_tiling(analysis, tile_width, tiles_per_chunk)
+        tiling = plan_tiling(analysis, tile_width, tiles_per_chunk, tile_groups)
         if isinstance(tiling, Decline):
             raise UnsupportedModelError(f"this model cannot be tiled: {tiling.reason}")
         analysis.adopt(tiling)
@@ -207,9 +208,10 @@ class Analysis(ProbeSizing, FlopCounter):
     def adopt(self, tiling) -> None:
         """Make ``tiling`` the plan's form: node probe counts and FLOPs become the tiles'."""
         self.plan.tiling = tiling
-        for index, np_ in enumerate(self.plan.nodes):
-            if index in tiling.probes:
-                np_.probes = tiling.probes[index]
+        for index, np_ in enumerate(self.plan.nodes):  # the most any group uses (the plan table's)
+            counts = [g.probes[index] for g in tiling.groups if index in g.probes]
+            if counts:
+                np_.probes = max(counts)
         self.plan.reference_flops = 0
         self.count_flops()
 

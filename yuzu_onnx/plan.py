@@ -65,19 +65,25 @@ class TileWindow:
 
 
 @dataclass
-class Tiling:
-    """A tiled plan: the region split into tiles of ``width`` mutated positions, each tile's
-    probes cropped to the positions its mutants can change, tiles run ``per_chunk`` at a time.
+class TileGroup:
+    """A run of consecutive tiles sharing one geometry: one ONNX ``Loop`` of the emitted graph.
+
+    Windows move by a fixed step from tile to tile, so one geometry serves every tile; a group
+    crops each window to the positions inside the tensor for at least one of its tiles
+    (:func:`yuzu_onnx.tiling.plan_tiling`), so tiles near the sequence's ends compute fewer
+    positions that lie outside it.
 
     Attributes
     ----------
     width : int
-        ``T``: mutated positions per tile (the last tile may run past the region's end; its
-        extra mutants are computed and dropped).
+        ``T``: mutated positions per tile (the plan's last tile may run past the region's end;
+        its extra mutants are computed and dropped).
+    first : int
+        Index of the group's first tile in the region.
     tiles : int
-        Number of tiles covering the region.
+        Number of tiles in the group.
     per_chunk : int
-        Tiles per iteration of the emitted Loop (the working set is one chunk).
+        Tiles per iteration of the group's Loop (the working set is one chunk).
     states : dict[str, SeqState]
         Tile-local probe-form state of each tensor: ``dims`` with the window width on the
         sequence axis, the support in tile-local mutated positions ``0..T-1``, ``K`` of one
@@ -89,6 +95,7 @@ class Tiling:
     """
 
     width: int
+    first: int
     tiles: int
     per_chunk: int
     states: dict
@@ -99,6 +106,50 @@ class Tiling:
     def chunks(self) -> int:
         """Loop iterations: ``ceil(tiles / per_chunk)`` (the last chunk may hold phantom tiles)."""
         return -(-self.tiles // self.per_chunk)
+
+    @property
+    def last_computed(self) -> int:
+        """Index of the last tile the group's Loop computes (phantom tiles of its last chunk
+        included: their windows are read and their results dropped)."""
+        return self.first + self.chunks * self.per_chunk - 1
+
+
+@dataclass
+class Tiling:
+    """A tiled plan: the region split into tiles of ``width`` mutated positions, each tile's
+    probes cropped to the positions its mutants can change, tiles run ``per_chunk`` at a time,
+    in one or more groups of consecutive tiles (:class:`TileGroup`, one Loop each).
+
+    Attributes
+    ----------
+    width : int
+        ``T``: mutated positions per tile.
+    tiles : int
+        Number of tiles covering the region.
+    per_chunk : int
+        Tiles per Loop iteration (a group with fewer tiles runs them all in one iteration).
+    groups : tuple[TileGroup, ...]
+        The groups, in tile order, covering tiles ``0..tiles-1``.
+    """
+
+    width: int
+    tiles: int
+    per_chunk: int
+    groups: tuple
+
+    @property
+    def chunks(self) -> int:
+        """Loop iterations over all groups."""
+        return sum(g.chunks for g in self.groups)
+
+    def positions(self, name: str) -> int:
+        """Position-evaluations of a probe tensor per sequence: ``sum over groups of tiles x
+        P_tile x W`` (window width)."""
+        total = 0
+        for g in self.groups:
+            st = g.states[name]
+            total += g.tiles * st.probes * st.dims[st.seq_axis - 1]
+        return total
 
 
 @dataclass

@@ -214,7 +214,7 @@ def _widths_worth_trying(build: Build, plan: Plan, whole_fits: bool, strict: boo
 def _largest_tile_tensor(plan: Plan) -> int:
     """Bytes of one tile's largest probe tensor (or per-mutant tensor of a brute-force plan)."""
     itemsize = np.dtype(plan.seq.dtype).itemsize
-    largest = max((st.probes * math.prod(st.dims) for st in plan.tiling.states.values()), default=0)
+    largest = max((st.probes * math.prod(st.dims) for g in plan.tiling.groups for st in g.states.values()), default=0)
     per_mutant = max((math.prod(info.shape[1:]) for info in plan.infos.values()
                       if info.shape and len(info.shape) > 1 and None not in info.shape[1:]), default=0)
     if not any(np_.spec.probe_form for np_ in plan.nodes):

@@ -48,7 +48,13 @@ def plan_table(plan: Plan) -> str:
                      f"{worst.design.cond:.3g}); tolerance {plan.tolerance:g}")
     if plan.tiling is not None:
         tiling = plan.tiling
-        lines.append(f"form: tiled, {tiling.tiles} tiles of {tiling.width} positions, {tiling.per_chunk} per Loop "
+        per_chunk = max(g.per_chunk for g in tiling.groups)
+        groups = ""
+        if len(tiling.groups) > 1:
+            sizes = sorted({g.tiles for g in tiling.groups}, reverse=True)
+            groups = (f" in {len(tiling.groups)} groups of {'/'.join(map(str, sizes))} tiles (a Loop each, windows "
+                      "cropped to the group's tiles)")
+        lines.append(f"form: tiled, {tiling.tiles} tiles of {tiling.width} positions{groups}, {per_chunk} per Loop "
                      f"iteration ({tiling.chunks} iterations)")
     else:
         lines.append("form: whole sequence (one pass)")

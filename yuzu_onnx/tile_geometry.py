@@ -28,12 +28,17 @@ class TileGeometry:
     states : dict[str, SeqState]
         Tile-local states (window dims, local support, ``K``).
     windows : dict[str, TileWindow]
+    tiles : tuple[int, int] or None
+        ``(first, last)``: the group of tiles (inclusive) the windows serve; each recorded
+        window is cropped to the positions inside the tensor for at least one of them. None:
+        no cropping (windows as wide as the tiles' reach).
     """
 
-    def __init__(self, analysis: "Analysis", width: int):
+    def __init__(self, analysis: "Analysis", width: int, tiles: tuple[int, int] | None = None):
         self.analysis = analysis
         self.plan = analysis.plan
         self.width = width
+        self.tiles = tiles
         self.states: dict[str, SeqState] = {}
         self.windows: dict[str, TileWindow] = {}
 
@@ -41,8 +46,12 @@ class TileGeometry:
         """The tensor's whole-sequence state (its real dims and sequence axis)."""
         return self.plan.states[name]
 
-    def record(self, name: str, support: Support, window: TileWindow) -> None:
-        """Record a tensor's tile-local state: its real dims with the window on the sequence axis."""
+    def record(self, name: str, support: Support, window: TileWindow, crop: bool = True) -> None:
+        """Record a tensor's tile-local state: its real dims with the window on the sequence axis
+        (cropped to the group's tiles, :func:`cropped`, unless ``crop`` is false: an op that
+        passes its input's probes on as they are, renumbered, keeps their width)."""
+        if self.tiles is not None and crop:
+            support, window = cropped(support, window, *self.tiles)
         full = self.full(name)
         dims = list(full.dims)
         dims[full.seq_axis - 1] = support.length
@@ -51,6 +60,21 @@ class TileGeometry:
 
     def width_of(self, name: str) -> int:
         return self.states[name].support.length
+
+
+def cropped(support: Support, window: TileWindow, first: int, last: int) -> tuple[Support, TileWindow]:
+    """``support`` and ``window`` without the window positions that lie outside the tensor for
+    every tile ``first..last``: tile ``tau`` sees window position ``w`` at ``start + tau * shift
+    + w``, inside for some tile iff ``w >= -(start + last * shift)`` and ``w <= length - 1 -
+    (start + first * shift)``. Such positions would only be computed and dropped (a tensor's
+    edge then reads the op's padding from the reference window, as beyond any window). Kept
+    whole where no position would remain."""
+    low = max(0, -(window.start + last * window.shift))
+    high = min(support.length - 1, window.length - 1 - (window.start + first * window.shift))
+    if low > high or (low == 0 and high == support.length - 1):
+        return support, window
+    return (Support(support.lo[low:high + 1], support.hi[low:high + 1]),
+            TileWindow(window.start + low, window.shift, window.length))
 
 
 def shifted(support: Support, offset: int, width: int) -> Support:

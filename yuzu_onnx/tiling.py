@@ -12,12 +12,16 @@ padding on that extended input. Positions of a window that fall outside the tens
 (``< 0`` or ``>= L_t``) are *out of range*: before such an op reads them they are replaced by
 the value the op's padding would give, so edge tiles need no special case.
 
-Windows are *uniform*: every tile's window has the same width and the same layout relative to
-its mutants, so every probe table (reprobing, exits) is one small constant shared by all
-tiles, and ``K``, the most mutants of one tile reaching one position, is at most ``S x T``.
-The work of a layer becomes ``tiles x P_tile x W_t``, which approaches the windowed floor
-``S x sum_j width_j`` as the tiles get small against the receptive field. Tiles run in chunks
-(an ONNX ``Loop``), so the working set is one chunk's, a choice instead of ``P x C x L``.
+Windows are *uniform* within a group of consecutive tiles (:class:`~yuzu_onnx.plan.TileGroup`):
+every tile's window has the same width and the same layout relative to its mutants, so every
+probe table (reprobing, exits) is one small constant shared by the group's tiles, and ``K``,
+the most mutants of one tile reaching one position, is at most ``S x T``. Each group crops its
+windows to the positions inside the tensor for at least one of its tiles, so the tiles near
+the sequence's ends, whose deep-layer windows lie half outside it, compute little there.
+The work of a layer becomes ``sum over groups of tiles x P_tile x W_t``, which approaches the
+windowed floor ``S x sum_j width_j`` as the tiles and groups get small against the receptive
+field. Each group's tiles run in chunks (an ONNX ``Loop`` per group), so the working set is one
+chunk's, a choice instead of ``P x C x L``.
 
 This module computes the geometry (windows, tile-local supports, ``K`` and ``P`` per tensor)
 by interval arithmetic at conversion time; each rule family says how its ops move windows
@@ -32,7 +36,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .ops import attr
-from .plan import Tiling, TileWindow
+from .plan import TileGroup, Tiling, TileWindow
 from .rules.base import Decline
 from .support import Support
 from .tile_geometry import TileGeometry
@@ -94,7 +98,14 @@ def switch_point(analysis: "Analysis", width: int) -> int | None:
     return None
 
 
-def plan_tiling(analysis: "Analysis", width: int, per_chunk: int = 1) -> Tiling | Decline:
+#: At most this many groups of tiles (one Loop each) with windows cropped to their own tiles.
+MAX_TILE_GROUPS = 8
+#: Groups are kept only where they cut the plan's FLOPs by at least this fraction (each adds a
+#: Loop body to the graph).
+GROUP_FLOP_GAIN = 0.03
+
+
+def plan_tiling(analysis: "Analysis", width: int, per_chunk: int = 1, groups: int | None = None) -> Tiling | Decline:
     """Tile geometry and probe counts for tiles of ``width`` mutated positions.
 
     Parameters
@@ -106,18 +117,89 @@ def plan_tiling(analysis: "Analysis", width: int, per_chunk: int = 1) -> Tiling 
         the region's end.
     per_chunk : int
         Tiles per Loop iteration.
+    groups : int, optional
+        Split the tiles into this many groups of consecutive tiles (at most one per tile), each
+        with its windows cropped to the positions inside the tensors for its own tiles
+        (:func:`~yuzu_onnx.tile_geometry.cropped`). Default: :data:`MAX_TILE_GROUPS` where
+        that cuts the plan's FLOPs by :data:`GROUP_FLOP_GAIN`, else one.
 
     Returns
     -------
     Tiling or Decline
         ``Decline`` names the node (and why) when the graph cannot be tiled.
+
+    Notes
+    -----
+    A deep model's last layers give each tile a window nearly as wide as the tensor, so a tile
+    near one end of the sequence has up to half its window outside the tensor (ChromBPNet:
+    the last tower layer of the first tile reaches 483 of its 1048 window positions before
+    position 0). One window shared by all tiles computes those positions for every tile; a
+    group's windows hold only the positions some tile of the group has inside the tensor, so
+    with small groups the plan approaches the floor counted over real positions.
     """
     plan = analysis.plan
     if plan.sensing != "spike":
         return Decline("tiling", "gaussian sensing decodes over whole positions (tiles use structured probes)")
+    tiles = math.ceil(plan.region / width)
+    if groups is not None:
+        return _grouped(analysis, width, per_chunk, tiles, groups)
+    single = _grouped(analysis, width, per_chunk, tiles, 1)
+    if isinstance(single, Decline) or tiles == 1:
+        return single
+    split = _grouped(analysis, width, per_chunk, tiles, MAX_TILE_GROUPS)
+    if isinstance(split, Decline) or len(split.groups) == 1:
+        return single
+    return split if converted_flops(analysis, split) <= (1 - GROUP_FLOP_GAIN) * converted_flops(analysis, single) \
+        else single
+
+
+def converted_flops(analysis: "Analysis", tiling: Tiling) -> int:
+    """The converted FLOPs per sequence of the plan with ``tiling`` adopted (it stays adopted)."""
+    analysis.adopt(tiling)
+    return analysis.plan.totals()["converted"]
+
+
+def group_bounds(tiles: int, per_chunk: int, groups: int) -> list[tuple[int, int, int]]:
+    """``(first tile, tiles, per_chunk)`` of ``min(groups, tiles)`` groups of consecutive tiles:
+    whole chunks split as evenly as they go, or, with fewer chunks than groups, tiles split as
+    evenly as they go (each group one chunk)."""
+    per_chunk = max(1, min(per_chunk, tiles))
+    chunks = math.ceil(tiles / per_chunk)
+    groups = max(1, min(groups, tiles))
+    if chunks >= groups:
+        sizes = [(chunks // groups + (g < chunks % groups)) * per_chunk for g in range(groups)]
+    else:
+        sizes = [tiles // groups + (g < tiles % groups) for g in range(groups)]
+    bounds, first = [], 0
+    for size in sizes:
+        count = min(size, tiles - first)
+        if count <= 0:
+            break
+        bounds.append((first, count, min(per_chunk if chunks >= groups else count, count)))
+        first += count
+    return bounds
+
+
+def _grouped(analysis: "Analysis", width: int, per_chunk: int, tiles: int, groups: int) -> Tiling | Decline:
+    """:func:`plan_tiling` with ``groups`` groups."""
+    built = []
+    for first, count, chunk in group_bounds(tiles, per_chunk, groups):
+        geometry = _geometry(analysis, width, (first, first + count - 1) if groups > 1 else None)
+        if isinstance(geometry, Decline):
+            return geometry
+        probes = analysis.assign_probes(geometry.states)
+        built.append(TileGroup(width, first, count, chunk, geometry.states, geometry.windows, probes))
+    return Tiling(width, tiles, max(1, min(per_chunk, tiles)), tuple(built))
+
+
+def _geometry(analysis: "Analysis", width: int, tiles: tuple[int, int] | None) -> TileGeometry | Decline:
+    """Every probe-form tensor's tile-local state and window, cropped to ``tiles`` when given."""
+    plan = analysis.plan
     geometry = TileGeometry(analysis, width)
     seq = plan.seq
+    # the input's window is the tile itself (encoded as is, never cropped)
     geometry.record(seq.name, Support.for_input(width, 0, width), TileWindow(plan.start, width, seq.length))
+    geometry.tiles = tiles
     for np_ in plan.nodes:
         if not np_.spec.probe_form:
             continue
@@ -128,6 +210,4 @@ def plan_tiling(analysis: "Analysis", width: int, per_chunk: int = 1) -> Tiling 
         if declined is not None:
             return Decline("tiling", f"{np_.node.op_type} node {np_.node.name or np_.node.output[0]!r}: "
                                      f"{declined.reason}")
-    probes = analysis.assign_probes(geometry.states)
-    tiles = math.ceil(plan.region / width)
-    return Tiling(width, tiles, max(1, min(per_chunk, tiles)), geometry.states, geometry.windows, probes)
+    return geometry

@@ -149,8 +149,9 @@ def test_position_local_output_keeps_the_tile_window():
     h = conv_relu(net)
     y = net.op("Softmax", [h], axis=1)
     plan = plan_of(net, y, 31, tile_width=5)
-    assert plan.tiling.windows[y] == plan.tiling.windows[h]
-    assert plan.tiling.states[y].support.lo.tolist() == plan.tiling.states[h].support.lo.tolist()
+    for group in plan.tiling.groups:
+        assert group.windows[y] == group.windows[h]
+        assert group.states[y].support.lo.tolist() == group.states[h].support.lo.tolist()
 
 
 def test_channel_split_reshape_is_positional():
@@ -203,7 +204,7 @@ def test_concat_with_a_side_track_along_channels(tile_width):
     assert node_of(plan, cat).rule == "positional"
     assert state(plan, cat).dims == (8, 15) and interval(state(plan, cat)) == interval(state(plan, h))
     if tile_width:
-        assert plan.tiling.windows[cat] == plan.tiling.windows[h]
+        assert all(group.windows[cat] == group.windows[h] for group in plan.tiling.groups)
 
 
 def test_concat_with_a_side_tensor_along_the_length():

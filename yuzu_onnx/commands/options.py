@@ -257,9 +257,14 @@ def add_form_options(parser: argparse.ArgumentParser) -> None:
                             "stride; default: chosen by the time model)")
     group.add_argument("--tiles-per-chunk", type=int, default=None, metavar="C",
                        help="tiles per Loop iteration (default: the most that fit --max-memory)")
+    group.add_argument("--tile-groups", type=int, default=None, metavar="G",
+                       help="split the tiles into G groups of consecutive tiles, one Loop each, whose windows skip "
+                            "positions outside the sequence for all of the group's tiles (default: 8 where that "
+                            "cuts the FLOPs by 3%%, else 1)")
 
 
 def form_arguments(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`yuzu_onnx.convert` that :func:`add_form_options` set."""
     return {"form": getattr(args, "form", "auto"), "max_memory": getattr(args, "max_memory", None),
-            "tile_width": getattr(args, "tile_width", None), "tiles_per_chunk": getattr(args, "tiles_per_chunk", None)}
+            "tile_width": getattr(args, "tile_width", None), "tiles_per_chunk": getattr(args, "tiles_per_chunk", None),
+            "tile_groups": getattr(args, "tile_groups", None)}

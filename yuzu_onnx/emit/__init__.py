@@ -25,7 +25,7 @@ from .conv_layout import convs_as_unit_height
 from .fuse import fuse_matmul_bias
 from .outputs import emit_ism_output, ism_output_name
 from .probes import encode_input
-from .tiles import emit_loop
+from .tiles import emit_loops
 
 __all__ = ["emit", "ism_output_name"]
 
@@ -50,9 +50,9 @@ def emit(plan: Plan) -> onnx.ModelProto:
     if plan.tiling is None:
         ctx.probe[(plan.seq.name, plan.subs)] = encode_input(ctx)
         emit_nodes()
-    else:  # everything sequence-dependent runs in a Loop over chunks of tiles
+    else:  # everything sequence-dependent runs in Loops over chunks of tiles
         dependent = [o.name for o in graph.output if o.name in plan.states]
-        emit_loop(ctx, emit_nodes, [(name, _static_output_dims(plan, name)) for name in dependent])
+        emit_loops(ctx, emit_nodes, [(name, _static_output_dims(plan, name)) for name in dependent])
     new_outputs = []
     for out in graph.output:
         dims = _static_output_dims(plan, out.name)

@@ -17,6 +17,11 @@ from ..errors import InternalError
 from ..graph_builder import GraphBuilder
 
 
+#: Cache entries (by their key's kind) that hold values emitted outside the Loops or plan-wide
+#: facts, valid in every group's body.
+_OUTSIDE_LOOPS = ("ref_pad", "batch_n", "residual_w")
+
+
 class EmitContext:
     """Maps original tensor names to the emitted tensors that represent them.
 
@@ -42,9 +47,11 @@ class EmitContext:
         self.mut: dict[str, str] = {}
         self._ref_b: dict[str, str] = {}
         self._repeated: dict[tuple[str, int], str] = {}
-        #: The tiled plan, or None. In a tiled plan the probe tensors are those of one chunk of
-        #: ``per_chunk`` tiles, ``(N * per_chunk * P, *window dims)``, built inside a Loop body.
-        self.tiling = plan.tiling
+        #: The group of tiles being emitted (:class:`~yuzu_onnx.plan.TileGroup`; the last one
+        #: after the Loops), or None for a whole-sequence plan. In a tiled plan the probe tensors
+        #: are those of one chunk of ``per_chunk`` tiles, ``(N * per_chunk * P, *window dims)``,
+        #: built inside a Loop body.
+        self.tiling = None if plan.tiling is None else plan.tiling.groups[0]
         #: Tiled plans: the chunk's tile indices, an int64 ``(per_chunk,)`` tensor of the body.
         self.tau: str | None = None
         #: Tiled plans: per-tensor caches of reference windows and padded references.
@@ -60,6 +67,29 @@ class EmitContext:
         #: unfolded view (output name -> ``(C, L)``); :mod:`yuzu_onnx.emit.channels_last` folds
         #: those next to NCHWc Convs into the Convs' reorders.
         self.swapped: dict[str, tuple[int, int]] = {}
+
+    def enter_group(self, group) -> None:
+        """Start emitting ``group``'s Loop body: its geometry and probe counts, and none of the
+        tensors or cached windows of another group's body (values emitted outside the Loops,
+        the padded references, the batch size and folded weights, are kept)."""
+        self.tiling = group
+        for index, np_ in enumerate(self.plan.nodes):
+            if index in group.probes:
+                np_.probes = group.probes[index]
+        self.probe, self.carried, self.mut = {}, {}, {}
+        self._ref_b, self._repeated = {}, {}
+        self.cache = {key: value for key, value in self.cache.items()
+                      if isinstance(key, str) or key[0] in _OUTSIDE_LOOPS}
+
+    def leave_groups(self) -> None:
+        """After the last group's Loop: nothing of a body is visible any more, and the node
+        plans' probe counts are the plan's (the most any group uses)."""
+        self.probe, self.carried, self.mut = {}, {}, {}
+        self._ref_b, self._repeated = {}, {}
+        for index, np_ in enumerate(self.plan.nodes):
+            counts = [g.probes[index] for g in self.plan.tiling.groups if index in g.probes]
+            if counts:
+                np_.probes = max(counts)
 
     def plan_const(self, name: str):
         """Value of a constant of the canonical graph (an initializer), or None."""

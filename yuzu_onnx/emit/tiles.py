@@ -1,4 +1,5 @@
-"""Emitting a tiled plan: one ONNX ``Loop`` over chunks of tiles (see :mod:`yuzu_onnx.tiling`).
+"""Emitting a tiled plan: one ONNX ``Loop`` over chunks of tiles per group of tiles (see
+:mod:`yuzu_onnx.tiling`).
 
 Layout inside the Loop body. A chunk holds ``c = per_chunk`` tiles; a probe tensor of the chunk
 is ``(N * c * P, *window dims)`` with the batch ordered ``(sequence, tile, probe)``; its
@@ -29,11 +30,13 @@ from .finite import finite_model
 
 
 def tile_indices(ctx: EmitContext, iteration: str) -> str:
-    """``tau = iteration * per_chunk + (0..per_chunk-1)``: the chunk's global tile indices."""
+    """``tau = first + iteration * per_chunk + (0..per_chunk-1)``: the chunk's global tile
+    indices (``first``: the group's first tile)."""
     b = ctx.b
     ct = ctx.tiling.per_chunk
     first = b.op("Mul", [iteration, b.const(np.array(ct, dtype=np.int64), "ct", dtype=np.int64)], "tile0")
-    return b.op("Add", [first, b.const(np.arange(ct, dtype=np.int64), "tiles", dtype=np.int64)], "tau")
+    return b.op("Add", [first, b.const(ctx.tiling.first + np.arange(ct, dtype=np.int64), "tiles", dtype=np.int64)],
+                "tau")
 
 
 def positions(ctx: EmitContext, name: str, first: int, last: int) -> str:
@@ -53,9 +56,8 @@ def positions(ctx: EmitContext, name: str, first: int, last: int) -> str:
 
 def _virtual_range(ctx: EmitContext, name: str, first: int, last: int) -> tuple[int, int]:
     """Smallest and largest virtual position any tile (phantom tiles of the last chunk too) reads."""
-    win = ctx.tiling.windows[name]
-    tiles = ctx.tiling.chunks * ctx.tiling.per_chunk
-    return win.start + first, win.start + (tiles - 1) * win.shift + last
+    win, group = ctx.tiling.windows[name], ctx.tiling
+    return win.start + group.first * win.shift + first, win.start + group.last_computed * win.shift + last
 
 
 def _seq_axis(ctx: EmitContext, name: str) -> int:
@@ -191,6 +193,8 @@ def extend(ctx: EmitContext, name: str, folded: str, probes: int, first: int, la
     dims[axis - 1] = last - first + 1
     out = folded
     lo, hi = max(first, 0), min(last, width - 1)
+    if lo > hi:  # no position of its window is wanted (windows cropped apart): the reference only
+        return _extend_by_concat(ctx, name, None, probes, (first, last), (1, 0), value)
     if lo > 0 or hi < width - 1:
         out = b.op("Slice", [out, b.ints([lo]), b.ints([hi + 1]), b.ints([axis])], "ext_crop")
     before, after = max(-first, 0), max(last - (width - 1), 0)
@@ -225,7 +229,8 @@ def _extend_by_concat(ctx: EmitContext, name: str, probes_part: str, probes: int
                       right: tuple[int, int], value: float | None) -> str:
     """:func:`extend` where the probes' own positions all lie in range: the reference windows
     ``left`` and ``right`` (window positions, inclusive; empty when reversed), repeated for
-    each probe, concatenated around the probes along the sequence axis. One copy of the probes
+    each probe, concatenated around the probes along the sequence axis (``probes_part`` None:
+    the reference windows alone). One copy of the probes
     (a Pad to zeros and an Add of the reference take two passes and ORT's Pad is slow on the
     last axis), values copied as they are (no arithmetic: exact for any values)."""
     b, st = ctx.b, ctx.seq(name)
@@ -242,7 +247,7 @@ def _extend_by_concat(ctx: EmitContext, name: str, probes_part: str, probes: int
         dims[axis - 1] = last - first + 1
         pieces.append(b.reshape(b.op("Expand", [ref, b.ints(repeat)], "ext_ref"), [-1, *dims], "ext_ref"))
     parts = [p for p in (pieces[0], probes_part, pieces[1]) if p is not None]
-    return b.op("Concat", parts, "ext", axis=axis)
+    return parts[0] if len(parts) == 1 else b.op("Concat", parts, "ext", axis=axis)
 
 
 # ----------------------------------------------------------------------------- input
@@ -448,11 +453,27 @@ def _materialize_tile_input(ctx: EmitContext) -> str:
 # ----------------------------------------------------------------------------- the Loop
 
 
-def emit_loop(ctx: EmitContext, emit_nodes, outputs: list[tuple[str, list[int]]]) -> None:
-    """Emit the Loop over chunks: its body encodes the chunk's input probes, runs
+def emit_loops(ctx: EmitContext, emit_nodes, outputs: list[tuple[str, list[int]]]) -> None:
+    """Emit one Loop per group of tiles (:class:`~yuzu_onnx.plan.TileGroup`), each over its
+    chunks (:func:`emit_loop`); after them, ``ctx.mut[output]`` holds ``(N * M, *out)`` for the
+    whole region, the groups' mutants in tile order."""
+    b, plan = ctx.b, ctx.plan
+    parts: dict[str, list[str]] = {out: [] for out, _ in outputs}
+    for group in plan.tiling.groups:
+        ctx.enter_group(group)
+        for out, part in emit_loop(ctx, emit_nodes, outputs).items():
+            parts[out].append(part)
+    ctx.leave_groups()
+    for out, dims in outputs:
+        joined = parts[out][0] if len(parts[out]) == 1 else b.op("Concat", parts[out], "groups", axis=1)
+        ctx.mut[out] = b.reshape(joined, [-1, *dims], "mut_out")
+
+
+def emit_loop(ctx: EmitContext, emit_nodes, outputs: list[tuple[str, list[int]]]) -> dict[str, str]:
+    """Emit the Loop over one group's chunks: its body encodes the chunk's input probes, runs
     ``emit_nodes()`` (every rule's emitter) and returns each sequence-dependent output for the
-    chunk's mutants; after it, ``ctx.mut[output]`` holds ``(N * M, *out)`` for the whole region.
-    """
+    chunk's mutants. Returns, per output, ``(N, m, *out)``: the group's ``m`` mutants that lie
+    in the region, in order."""
     b, plan, tiling = ctx.b, ctx.plan, ctx.tiling
     per_chunk_mutants = tiling.per_chunk * plan.subs * tiling.width
     iteration, cond_in = b.fresh("iter"), b.fresh("cond_in")
@@ -483,10 +504,11 @@ def emit_loop(ctx: EmitContext, emit_nodes, outputs: list[tuple[str, list[int]]]
     b.op("Loop", [trips, ""], outputs=results, body=graph)
     ctx.value_info.extend(helper.make_tensor_value_info(name, elem[out], [tiling.chunks, "N", per_chunk_mutants, *dims])
                           for (out, _, dims), name in zip(scans, results))
-    ctx.mut = {}
-    ctx.probe = {}
+    # the group's mutants inside the region: its last tile may run past the region's end
+    mutants = min(tiling.tiles * plan.subs * tiling.width, plan.mutants - tiling.first * plan.subs * tiling.width)
+    parts = {}
     for (out, _, dims), stacked in zip(scans, results):
         moved = b.transpose(stacked, [1, 0, 2] + list(range(3, 3 + len(dims))), "chunks_t")  # (N, chunks, c*S*T, ..)
         flat = b.reshape(moved, [0, -1, *dims], "chunks_flat")
-        region = b.op("Slice", [flat, b.ints([0]), b.ints([plan.mutants]), b.ints([1])], "region_mutants")
-        ctx.mut[out] = b.reshape(region, [-1, *dims], "mut_out")
+        parts[out] = b.op("Slice", [flat, b.ints([0]), b.ints([mutants]), b.ints([1])], "region_mutants")
+    return parts

@@ -125,11 +125,10 @@ def no_flops(analysis: "Analysis", np_: "NodePlan", per_sequence: int) -> tuple[
 
 def probe_positions(analysis: "Analysis", name: str) -> int:
     """Position-evaluations of a probe tensor per sequence: ``P x L`` in the whole-sequence
-    form, ``tiles x P_tile x W`` (window width) in a tiled plan."""
+    form, ``tiles x P_tile x W`` (window width) in a tiled plan, summed over its groups."""
     plan = analysis.plan
     if plan.tiling is not None:
-        st = plan.tiling.states[name]
-        return plan.tiling.tiles * st.probes * st.dims[st.seq_axis - 1]
+        return plan.tiling.positions(name)
     st = plan.states[name]
     return st.probes * st.dims[st.seq_axis - 1]
 

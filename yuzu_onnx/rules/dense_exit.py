@@ -147,8 +147,9 @@ def _dense_on_tiles(ctx: EmitContext, node, source: str) -> None:
     width, length = st.dims[st.seq_axis - 1], full.dims[full.seq_axis - 1]
     with b.into(ctx.outer_nodes):  # the weight rearranged once per call, outside the Loop
         weight, hidden = _per_position_weight(ctx, node, full)  # (L, C, H)
-        low = ctx.tiling.windows[source].start
-        high = low + (ctx.tiling.chunks * ctx.tiling.per_chunk - 1) * ctx.tiling.windows[source].shift + width - 1
+        window, group = ctx.tiling.windows[source], ctx.tiling
+        low = window.start + group.first * window.shift
+        high = window.start + group.last_computed * window.shift + width - 1
         before, after = max(0, -low), max(0, high - (length - 1))
         if before or after:
             weight = b.op("Pad", [weight, b.ints([before, 0, 0, after, 0, 0])], "dense_w_pad")

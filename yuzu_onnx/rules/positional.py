@@ -362,7 +362,8 @@ def tile_positional(t: "TileGeometry", np_: NodePlan) -> Decline | None:
                 return decline("an edge or reflect Pad along the sequence has no tiled form")
             first = int(np.argmax(source >= 0))  # output position of the first copied input position
             start = win.start - int(source[first]) + first
-    t.record(out, st.support, TileWindow(start, win.shift, t.full(out).dims[t.full(out).seq_axis - 1]))
+    # the probes pass on as they are (renumbered): their window keeps its width
+    t.record(out, st.support, TileWindow(start, win.shift, t.full(out).dims[t.full(out).seq_axis - 1]), crop=False)
     return None
 
 
