@@ -107,9 +107,10 @@ def choose(build: Build, *, budget: int = DEFAULT_BUDGET, provider: str = "cpu",
     Parameters
     ----------
     build : callable
-        ``build(tile_width=None, tiles_per_chunk=1, brute_force=False, emit_graph=True)`` runs
-        the analysis (and the emit pass when ``emit_graph``) for one form and returns
-        ``(model, plan)`` (``model`` None without emit).
+        ``build(tile_width=None, tiles_per_chunk=1, brute_force=False, emit_graph=True,
+        one_group=False)`` runs the analysis (and the emit pass when ``emit_graph``) for one
+        form and returns ``(model, plan)`` (``model`` None without emit); ``one_group``: the
+        tiles in one group, whatever the groups asked for (to size chunks).
     budget : int
         Activations per sequence the chosen form may use (bytes).
     provider : str
@@ -250,8 +251,12 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
     the largest chunk that fits ``budget``; None when the model cannot be tiled (``strict``:
     raise the reason)."""
     form = "brute force" if brute_force else "tiled"
+    # sizing the chunk needs one tile's memory, not the groups' (a Loop of one-tile iterations
+    # per group: slow to estimate and no different per tile); the chosen chunk is then built
+    # with its groups
+    sizing = {} if brute_force or per_chunk is not None else {"one_group": True}
     try:
-        one, plan1 = build(tile_width=width, tiles_per_chunk=per_chunk or 1, brute_force=brute_force)
+        one, plan1 = build(tile_width=width, tiles_per_chunk=per_chunk or 1, brute_force=brute_force, **sizing)
     except UnsupportedModelError:
         if strict:
             raise
@@ -280,6 +285,8 @@ def _tiled(build: Build, width: int, budget: int, provider: str, brute_force: bo
         # in the chunk: bpnet-lite T=32 at 2/3/4 tiles: 550/842/1083 MiB)
         per_chunk = max(1, min(per_chunk - 1, per_chunk * budget // resident))
         model, plan = one, plan1
+    if plan is plan1 and sizing:  # one tile per chunk after all: with its groups
+        model, plan = build(tile_width=width, tiles_per_chunk=1, brute_force=brute_force)
     if brute_force:
         model, plan, per_chunk = _grown(build, model, plan, per_chunk, budget, width, cap)
     return _priced(form, model, plan, provider, tile_width=width, per_chunk=per_chunk)
