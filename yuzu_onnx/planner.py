@@ -82,7 +82,13 @@ class Candidate:
         return self.memory.resident(1)
 
     def describe(self) -> str:
-        shape = f" T={self.tile_width}, {self.per_chunk} tiles/chunk" if self.form != "whole" else ""
+        shape = ""
+        if self.form != "whole":
+            groups = self.plan.tiling.groups if self.plan.tiling is not None else ()
+            per_chunk = max((g.per_chunk for g in groups), default=self.per_chunk)
+            shape = f" T={self.tile_width}, {per_chunk} tiles/chunk"
+            if len(groups) > 1:
+                shape += f", {len(groups)} groups"
         return f"{self.form}{shape}: predicted {self.seconds:.3g} s, {format_size(self.activations)} per sequence"
 
 
