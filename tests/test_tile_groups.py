@@ -133,3 +133,15 @@ def test_grouped_tiles_match_the_oracle(crop, groups, width, per_chunk, region):
     assert len(loops) == len(plan.tiling.groups)
     assert_matches_oracle(model, graph, random_one_hot(2, LENGTH, seed=11), start=start, end=end,
                           label=f"groups={groups} T={width} c={per_chunk} {region}")
+
+
+def test_convert_command_takes_the_groups(tmp_path, capsys):
+    import onnx
+
+    from yuzu_onnx.cli import main
+
+    source, out = tmp_path / "tower.onnx", tmp_path / "tower.ism.onnx"
+    onnx.save(dilated_tower(crop=True), str(source))
+    assert main(["convert", str(source), "-o", str(out), "--tile-width", "2", "--tile-groups", "3"]) == 0
+    assert "in 3 groups of" in capsys.readouterr().out
+    assert sum(n.op_type == "Loop" for n in onnx.load(str(out)).graph.node) == 3

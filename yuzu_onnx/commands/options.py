@@ -230,7 +230,7 @@ def add_memory_option(parser: argparse.ArgumentParser) -> None:
 
 def add_form_options(parser: argparse.ArgumentParser) -> None:
     """Add the options that choose the converted graph's form (``plan`` group): ``--form``,
-    ``--max-memory``, ``--tile-width`` and ``--tiles-per-chunk``.
+    ``--max-memory``, ``--tile-width``, ``--tiles-per-chunk`` and ``--tile-groups``.
 
     Parameters
     ----------
