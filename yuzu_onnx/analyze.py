@@ -42,8 +42,8 @@ __all__ = ["analyze", "warn_fallbacks", "Analysis", "ConversionWarning", "FlatSt
 def analyze(model: onnx.ModelProto, infos: dict[str, TensorInfo], seq: SequenceInput, *,
             start: int, end: int, substitutions: str, sensing: str, alpha: float,
             seed: int, tolerance: float = DEFAULT_TOLERANCE, tile_width: int | None = None,
-            tiles_per_chunk: int = 1, tile_groups: int | None = None, brute_force: bool = False, warn: bool = True,
-            trim: bool = True) -> Plan:
+            tiles_per_chunk: int = 1, tile_groups: int | None = None, brute_force: bool = False,
+            warn: bool = True, trim: bool = True) -> Plan:
     """Choose a rule for each node of a canonical model and size every probe tensor.
 
     Emits a :class:`ConversionWarning` for each node that falls back to materialized mutants,
@@ -208,10 +208,8 @@ class Analysis(ProbeSizing, FlopCounter):
     def adopt(self, tiling) -> None:
         """Make ``tiling`` the plan's form: node probe counts and FLOPs become the tiles'."""
         self.plan.tiling = tiling
-        for index, np_ in enumerate(self.plan.nodes):  # the most any group uses (the plan table's)
-            counts = [g.probes[index] for g in tiling.groups if index in g.probes]
-            if counts:
-                np_.probes = max(counts)
+        for index, count in tiling.most_probes().items():
+            self.plan.nodes[index].probes = count
         self.plan.reference_flops = 0
         self.count_flops()
 

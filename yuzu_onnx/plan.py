@@ -142,6 +142,15 @@ class Tiling:
         """Loop iterations over all groups."""
         return sum(g.chunks for g in self.groups)
 
+    def most_probes(self) -> dict[int, int]:
+        """The most probes any group gives each probe-form node (by its index in ``plan.nodes``):
+        the plan table's ``P``."""
+        most: dict[int, int] = {}
+        for g in self.groups:
+            for index, count in g.probes.items():
+                most[index] = max(most.get(index, 0), count)
+        return most
+
     def positions(self, name: str) -> int:
         """Position-evaluations of a probe tensor per sequence: ``sum over groups of tiles x
         P_tile x W`` (window width)."""

@@ -73,9 +73,8 @@ class EmitContext:
         tensors or cached windows of another group's body (values emitted outside the Loops,
         the padded references, the batch size and folded weights, are kept)."""
         self.tiling = group
-        for index, np_ in enumerate(self.plan.nodes):
-            if index in group.probes:
-                np_.probes = group.probes[index]
+        for index, count in group.probes.items():
+            self.plan.nodes[index].probes = count
         self.probe, self.carried, self.mut = {}, {}, {}
         self._ref_b, self._repeated = {}, {}
         self.cache = {key: value for key, value in self.cache.items()
@@ -86,10 +85,8 @@ class EmitContext:
         plans' probe counts are the plan's (the most any group uses)."""
         self.probe, self.carried, self.mut = {}, {}, {}
         self._ref_b, self._repeated = {}, {}
-        for index, np_ in enumerate(self.plan.nodes):
-            counts = [g.probes[index] for g in self.plan.tiling.groups if index in g.probes]
-            if counts:
-                np_.probes = max(counts)
+        for index, count in self.plan.tiling.most_probes().items():
+            self.plan.nodes[index].probes = count
 
     def plan_const(self, name: str):
         """Value of a constant of the canonical graph (an initializer), or None."""
