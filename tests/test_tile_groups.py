@@ -145,3 +145,27 @@ def test_convert_command_takes_the_groups(tmp_path, capsys):
     assert main(["convert", str(source), "-o", str(out), "--tile-width", "2", "--tile-groups", "3"]) == 0
     assert "in 3 groups of" in capsys.readouterr().out
     assert sum(n.op_type == "Loop" for n in onnx.load(str(out)).graph.node) == 3
+
+
+@pytest.mark.parametrize("region", [(0, LENGTH), (0, 9), (LENGTH - 9, LENGTH)])
+def test_a_dense_head_over_groups_keeps_one_weight(region):
+    """A dense layer over the flattened tower (a dense exit) in 3 groups: exact, and its weight
+    rearranged per position once for all the Loops."""
+    net = Net(seed=9)
+    h = net.op("Relu", [net.conv("x", 4, 3, 5, pads=[4, 4], dilations=[2])])
+    h = net.op("Relu", [net.conv(h, 3, 3, 3, pads=[4, 4], dilations=[4])])
+    flat = net.op("Flatten", [h], axis=1)
+    y = net.op("Gemm", [flat, net.w(5, 3 * LENGTH), net.w(5, scale=0.5)], transB=1)
+    model = net.model({"x": ["N", 4, LENGTH]}, {"y": y})
+    start, end = region
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph, plan = convert(model, start=start, end=end, tile_width=2, tiles_per_chunk=2, tile_groups=3,
+                              return_plan=True)
+    assert any(np_.rule == "dense-exit" for np_ in plan.nodes)
+    assert len(plan.tiling.groups) == 3
+    assert sum(n.op_type == "Loop" for n in graph.graph.node) == 3
+    weight_rows = [n for n in graph.graph.node if n.op_type == "Pad" and "dense_w_pad" in n.output[0]]
+    assert len(weight_rows) <= 1  # one per group before (3 at the full region)
+    assert_matches_oracle(model, graph, random_one_hot(2, LENGTH, seed=5), start=start, end=end,
+                          label=f"dense head in groups {region}")

@@ -19,7 +19,7 @@ from ..graph_builder import GraphBuilder
 
 #: Cache entries (by their key's kind) that hold values emitted outside the Loops or plan-wide
 #: facts, valid in every group's body.
-_OUTSIDE_LOOPS = ("ref_pad", "batch_n", "residual_w")
+_OUTSIDE_LOOPS = ("ref_pad", "batch_n", "residual_w", "dense_w")
 
 
 class EmitContext:

@@ -143,16 +143,9 @@ def _dense_on_tiles(ctx: EmitContext, node, source: str) -> None:
     window's positions (zero rows out of range), then each mutant sums its reach."""
     from ..emit.tiles import positions
     b = ctx.b
-    st, full = ctx.seq(source), ctx.plan.states[source]
-    width, length = st.dims[st.seq_axis - 1], full.dims[full.seq_axis - 1]
-    with b.into(ctx.outer_nodes):  # the weight rearranged once per call, outside the Loop
-        weight, hidden = _per_position_weight(ctx, node, full)  # (L, C, H)
-        window, group = ctx.tiling.windows[source], ctx.tiling
-        low = window.start + group.first * window.shift
-        high = window.start + group.last_computed * window.shift + width - 1
-        before, after = max(0, -low), max(0, high - (length - 1))
-        if before or after:
-            weight = b.op("Pad", [weight, b.ints([before, 0, 0, after, 0, 0])], "dense_w_pad")
+    st = ctx.seq(source)
+    width = st.dims[st.seq_axis - 1]
+    weight, hidden, before = _padded_weight(ctx, node, source)
     index = positions(ctx, source, 0, width - 1)
     if before:
         index = b.op("Add", [index, b.const(np.array(before, dtype=np.int64), dtype=np.int64)], "dense_w_index")
@@ -164,6 +157,28 @@ def _dense_on_tiles(ctx: EmitContext, node, source: str) -> None:
     y = b.reshape(y, [-1, width, p, hidden], "dense_rows")
     delta = sum_over_reach(ctx, st, y, hidden, p)  # (N*c, S*T, H)
     ctx.mut[node.output[0]] = add_to_reference(ctx, delta, node.output[0], [hidden])
+
+
+def _padded_weight(ctx: EmitContext, node, source: str) -> tuple[str, int, int]:
+    """``(weight, H, before)``: the dense weight as ``(L, C, H)`` rows per position, padded with
+    zero rows so that every window position any tile of any group reads exists (position ``p``
+    at row ``p + before``). Emitted once, outside the Loops (one copy for all groups)."""
+    key = ("dense_w", node.output[0])
+    if key not in ctx.cache:
+        b, full = ctx.b, ctx.plan.states[source]
+        length = full.dims[full.seq_axis - 1]
+        low = high = 0
+        for group in ctx.plan.tiling.groups:
+            window, width = group.windows[source], group.states[source].dims[full.seq_axis - 1]
+            low = min(low, window.start + group.first * window.shift)
+            high = max(high, window.start + group.last_computed * window.shift + width - 1)
+        before, after = max(0, -low), max(0, high - (length - 1))
+        with b.into(ctx.outer_nodes):  # the weight rearranged once per call, outside the Loops
+            weight, hidden = _per_position_weight(ctx, node, full)  # (L, C, H)
+            if before or after:
+                weight = b.op("Pad", [weight, b.ints([before, 0, 0, after, 0, 0])], "dense_w_pad")
+        ctx.cache[key] = (weight, hidden, before)
+    return ctx.cache[key]
 
 
 def _non_finite_weight(ctx: EmitContext, node) -> bool:
