@@ -109,3 +109,42 @@ def test_gaussian_deltas_at_a_saturated_sigmoids_resolution():
             "head": {"kind": "dense", "c_out": 2, "k": 1, "sigmoid": True}, "final": (46, 21)}
     check(spec, "alt", "structured", (10, 35), 54)
     check(spec, "alt", "gaussian", (10, 35), 54)
+
+
+# Found by a long random run of the main fuzzer once tiles ran in groups: a group's cropped
+# windows left a tensor that none of the group's mutants reach (their changes land only on
+# input positions a strided Conv never reads, or only outside the tensor), and the next window
+# op had no reached position to place its window from: IndexError in tile_window (second case),
+# or a zero-width window that ONNX Runtime refused at run time ("Invalid input shape: {1,0}",
+# first case). Such a group now keeps the windows of all tiles (uncropped).
+_CONV = {"d": 1, "pb": 0, "pe": 0, "c_out": 2, "group": 1}
+GROUP_CASES = [
+    pytest.param({"alphabet": 4, "length": 5, "nlc": False, "seed": 0,
+                  "blocks": [{"conv": {**_CONV, "k": 1, "s": 1, "pad": "asym"}, "act": "Relu", "alpha": 0.01,
+                              "bn": False, "pad": (1, 0)},
+                             {"conv": {**_CONV, "k": 2, "s": 2, "pad": "asym"}, "act": "Relu", "alpha": 0.01,
+                              "bn": False,
+                              "cat": {"conv": {**_CONV, "k": 1, "s": 2, "pad": "sym"}, "act": "Relu", "axis": 1,
+                                      "crops": [(0, 3), (0, 3)], "swap": False, "nlc": False,
+                                      "negative_axis": False}}],
+                  "head": {"kind": "conv", "c_out": 1, "k": 1, "sigmoid": False}, "final": (4, 3)},
+                 "alt", (0, 5), (), id="zero-width-window"),
+    pytest.param({"alphabet": 4, "length": 85, "nlc": False, "seed": 0,
+                  "blocks": [{"conv": {**_CONV, "k": 5, "s": 3, "pad": "sym"}, "act": "Relu", "alpha": 0.01,
+                              "bn": False, "pad": (3, 0)},
+                             {"conv": {**_CONV, "k": 2, "d": 2, "s": 2, "pad": "sym"}, "act": "Relu", "alpha": 0.01,
+                              "bn": False,
+                              "skip": {"k": 5, "d": 1, "pb": 0, "pe": 4, "depthwise": False, "swap": False,
+                                       "act": None}}],
+                  "head": {"kind": "conv", "c_out": 1, "k": 1, "sigmoid": False},
+                  "extra_heads": [{"kind": "dense", "c_out": 1, "k": 1, "sigmoid": False, "at": 0}],
+                  "final": (2, 14)},
+                 "all", (58, 84), (0,), id="unread-by-a-strided-conv"),
+]
+
+
+@pytest.mark.parametrize("spec,subs,region,n_columns", GROUP_CASES)
+@pytest.mark.parametrize("groups", [None, 2, 5])
+def test_a_group_whose_mutants_reach_a_tensor_nowhere(spec, subs, region, n_columns, groups):
+    from test_fuzz import check
+    check(spec, subs, "structured", region, 0, n_columns, "tiled", 1, 1, groups)

@@ -195,6 +195,8 @@ def _grouped(analysis: "Analysis", width: int, per_chunk: int, tiles: int, group
     built = []
     for first, count, chunk in group_bounds(tiles, per_chunk, groups):
         geometry = _geometry(analysis, width, (first, first + count - 1) if groups > 1 else None)
+        if geometry is None:  # cropped, some tensor would not be reached at all: the group uncropped
+            geometry = _geometry(analysis, width, None)
         if isinstance(geometry, Decline):
             return geometry
         probes = analysis.assign_probes(geometry.states)
@@ -202,8 +204,13 @@ def _grouped(analysis: "Analysis", width: int, per_chunk: int, tiles: int, group
     return Tiling(width, tiles, max(1, min(per_chunk, tiles)), tuple(built))
 
 
-def _geometry(analysis: "Analysis", width: int, tiles: tuple[int, int] | None) -> TileGeometry | Decline:
-    """Every probe-form tensor's tile-local state and window, cropped to ``tiles`` when given."""
+def _geometry(analysis: "Analysis", width: int, tiles: tuple[int, int] | None) -> TileGeometry | Decline | None:
+    """Every probe-form tensor's tile-local state and window, cropped to ``tiles`` when given.
+
+    None where the cropped windows leave a tensor that no mutant of the group reaches (the
+    group's mutants change it only outside the tensor, or only at positions no strided op
+    reads): the window rules need a reached position to place the next window, so the group
+    keeps the windows of all tiles instead."""
     plan = analysis.plan
     geometry = TileGeometry(analysis, width)
     seq = plan.seq
@@ -220,4 +227,7 @@ def _geometry(analysis: "Analysis", width: int, tiles: tuple[int, int] | None) -
         if declined is not None:
             return Decline("tiling", f"{np_.node.op_type} node {np_.node.name or np_.node.output[0]!r}: "
                                      f"{declined.reason}")
+        if tiles is not None and any(not geometry.states[out].support.widths.any()
+                                     for out in np_.node.output if out in geometry.states):
+            return None
     return geometry
