@@ -113,6 +113,13 @@ class TileGroup:
         included: their windows are read and their results dropped)."""
         return self.first + self.chunks * self.per_chunk - 1
 
+    def reads(self, name: str, first: int, last: int) -> tuple[int, int]:
+        """Smallest and largest virtual position of ``name`` that window positions
+        ``first..last`` take over the tiles the group's Loop computes (phantom tiles included)."""
+        window = self.windows[name]
+        return (window.start + self.first * window.shift + first,
+                window.start + self.last_computed * window.shift + last)
+
 
 @dataclass
 class Tiling:

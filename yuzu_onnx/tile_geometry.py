@@ -68,7 +68,7 @@ def cropped(support: Support, window: TileWindow, first: int, last: int) -> tupl
     + w``, inside for some tile iff ``w >= -(start + last * shift)`` and ``w <= length - 1 -
     (start + first * shift)``. Such positions would only be computed and dropped (a tensor's
     edge then reads the op's padding from the reference window, as beyond any window). Kept
-    whole where no position, or no position a mutant of the tile reaches, would remain (the
+    whole where no position, or no position a mutant of the tiles reaches, would remain (the
     tiles' mutants reach this tensor only outside it: a branch cropped away at the edge)."""
     low = max(0, -(window.start + last * window.shift))
     high = min(support.length - 1, window.length - 1 - (window.start + first * window.shift))

@@ -212,11 +212,11 @@ def _geometry(analysis: "Analysis", width: int, tiles: tuple[int, int] | None) -
     reads): the window rules need a reached position to place the next window, so the group
     keeps the windows of all tiles instead."""
     plan = analysis.plan
-    geometry = TileGeometry(analysis, width)
+    geometry = TileGeometry(analysis, width, tiles)
     seq = plan.seq
     # the input's window is the tile itself (encoded as is, never cropped)
-    geometry.record(seq.name, Support.for_input(width, 0, width), TileWindow(plan.start, width, seq.length))
-    geometry.tiles = tiles
+    geometry.record(seq.name, Support.for_input(width, 0, width), TileWindow(plan.start, width, seq.length),
+                    crop=False)
     for np_ in plan.nodes:
         if not np_.spec.probe_form:
             continue

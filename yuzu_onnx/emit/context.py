@@ -75,18 +75,22 @@ class EmitContext:
         self.tiling = group
         for index, count in group.probes.items():
             self.plan.nodes[index].probes = count
-        self.probe, self.carried, self.mut = {}, {}, {}
-        self._ref_b, self._repeated = {}, {}
+        self._forget_body()
         self.cache = {key: value for key, value in self.cache.items()
                       if isinstance(key, str) or key[0] in _OUTSIDE_LOOPS}
 
     def leave_groups(self) -> None:
         """After the last group's Loop: nothing of a body is visible any more, and the node
         plans' probe counts are the plan's (the most any group uses)."""
-        self.probe, self.carried, self.mut = {}, {}, {}
-        self._ref_b, self._repeated = {}, {}
+        self._forget_body()
         for index, count in self.plan.tiling.most_probes().items():
             self.plan.nodes[index].probes = count
+
+    def _forget_body(self) -> None:
+        """Drop the tensors a Loop body emitted (probe, carried and mutant forms, reference
+        broadcasts, repeated side inputs): no other graph may read them."""
+        self.probe, self.carried, self.mut = {}, {}, {}
+        self._ref_b, self._repeated = {}, {}
 
     def plan_const(self, name: str):
         """Value of a constant of the canonical graph (an initializer), or None."""

@@ -54,12 +54,6 @@ def positions(ctx: EmitContext, name: str, first: int, last: int) -> str:
     return ctx.cache[key]
 
 
-def _virtual_range(ctx: EmitContext, name: str, first: int, last: int) -> tuple[int, int]:
-    """Smallest and largest virtual position any tile (phantom tiles of the last chunk too) reads."""
-    win, group = ctx.tiling.windows[name], ctx.tiling
-    return win.start + group.first * win.shift + first, win.start + group.last_computed * win.shift + last
-
-
 def _seq_axis(ctx: EmitContext, name: str) -> int:
     return ctx.plan.states[name].seq_axis
 
@@ -68,7 +62,7 @@ def padded_reference(ctx: EmitContext, name: str, first: int, last: int, value: 
     """The reference tensor padded with ``value`` along its sequence axis so that every virtual
     position tiles read exists; returns it and the offset of position 0. Emitted outside the
     Loop (once per call)."""
-    low, high = _virtual_range(ctx, name, first, last)
+    low, high = ctx.tiling.reads(name, first, last)
     full = ctx.plan.states[name]
     length = full.dims[full.seq_axis - 1]
     before, after = max(0, -low), max(0, high - (length - 1))
@@ -133,7 +127,7 @@ def window_mask_shape(ctx: EmitContext, name: str, width: int) -> list[int]:
 def in_range(ctx: EmitContext, name: str, first: int, last: int) -> str | None:
     """Bool mask (three-level broadcast shape): window positions ``first..last`` inside the
     tensor; ``None`` when every tile's are (no mask needed)."""
-    low, high = _virtual_range(ctx, name, first, last)
+    low, high = ctx.tiling.reads(name, first, last)
     full = ctx.plan.states[name]
     if low >= 0 and high < full.dims[full.seq_axis - 1]:
         return None

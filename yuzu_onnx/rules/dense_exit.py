@@ -167,12 +167,10 @@ def _padded_weight(ctx: EmitContext, node, source: str) -> tuple[str, int, int]:
     if key not in ctx.cache:
         b, full = ctx.b, ctx.plan.states[source]
         length = full.dims[full.seq_axis - 1]
-        low = high = 0
-        for group in ctx.plan.tiling.groups:
-            window, width = group.windows[source], group.states[source].dims[full.seq_axis - 1]
-            low = min(low, window.start + group.first * window.shift)
-            high = max(high, window.start + group.last_computed * window.shift + width - 1)
-        before, after = max(0, -low), max(0, high - (length - 1))
+        spans = [group.reads(source, 0, group.states[source].dims[full.seq_axis - 1] - 1)
+                 for group in ctx.plan.tiling.groups]
+        before = max(0, -min(low for low, _ in spans))
+        after = max(0, max(high for _, high in spans) - (length - 1))
         with b.into(ctx.outer_nodes):  # the weight rearranged once per call, outside the Loops
             weight, hidden = _per_position_weight(ctx, node, full)  # (L, C, H)
             if before or after:
